@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("pact-testsvc: under construction");
+    std::process::exit(1);
+}

@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("pact: under construction");
+    std::process::exit(1);
+}

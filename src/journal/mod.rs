@@ -1,0 +1,3 @@
+//! The configuration journal: Raft consensus, SQLite storage, the daemon.
+
+pub mod raft;

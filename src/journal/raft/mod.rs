@@ -1,0 +1,1 @@
+//! Raft consensus as a sans-IO state machine (being written).

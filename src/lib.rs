@@ -1,0 +1,10 @@
+//! pact: node management for diskless HPC compute nodes.
+//!
+//! - [`agent`]: `pact-agent`, the PID-1 supervisor (one mio loop, sans-IO cores).
+//! - [`journal`]: `pact-journal`, the Raft-replicated configuration journal.
+//! - [`cli`]: `pact`, the command-line client.
+//! - [`proto`]: the line protocol every control socket speaks.
+//! - [`config`]: TOML configuration (agent, services overlay).
+
+pub mod journal;
+pub mod util;

@@ -1,0 +1,4 @@
+//! Small shared pieces with no better home: a seeded PRNG, time formatting.
+
+pub mod rng;
+pub mod time;
