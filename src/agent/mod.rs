@@ -1,0 +1,3 @@
+//! `pact-agent`: the PID-1 supervisor of a diskless compute node.
+
+pub mod supervisor;

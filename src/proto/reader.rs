@@ -1,0 +1,150 @@
+//! Incremental request reader for one connection: bytes in, requests out.
+//!
+//! It never buffers more than one line plus one announced body, both bounded
+//! by [`Limits`]; a body length over the limit is refused before any of it
+//! is read.
+
+use super::request::{parse_line, Request};
+use super::{Limits, ProtoError};
+
+#[derive(Debug)]
+pub struct LineReader {
+    limits: Limits,
+    buf: Vec<u8>,
+    /// A request whose body is still being read.
+    pending: Option<Request>,
+}
+
+impl LineReader {
+    pub fn new(limits: Limits) -> LineReader {
+        LineReader {
+            limits,
+            buf: Vec::new(),
+            pending: None,
+        }
+    }
+
+    /// Append bytes read from the socket.
+    ///
+    /// Fails once the buffered, unparsed data can no longer be a valid
+    /// request (a line longer than the limit with no newline yet).
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), ProtoError> {
+        self.buf.extend_from_slice(bytes);
+        if self.pending.is_none()
+            && self.buf.len() > self.limits.max_line
+            && !self.buf[..=self.limits.max_line].contains(&b'\n')
+        {
+            return Err(ProtoError::LineTooLong {
+                max: self.limits.max_line,
+            });
+        }
+        Ok(())
+    }
+
+    /// The next complete request, if one is buffered.
+    ///
+    /// An error concerns one request only when it is a parse error of a
+    /// complete line (the caller may answer `err` and go on); a
+    /// `LineTooLong` from [`feed`](Self::feed) means the connection has lost
+    /// framing and must be closed.
+    pub fn next_request(&mut self) -> Result<Option<Request>, ProtoError> {
+        if let Some(mut req) = self.pending.take() {
+            let need = req.body_len.unwrap_or(0);
+            if self.buf.len() < need {
+                self.pending = Some(req);
+                return Ok(None);
+            }
+            req.body = self.buf.drain(..need).collect();
+            return Ok(Some(req));
+        }
+        let Some(nl) = self.buf.iter().position(|&b| b == b'\n') else {
+            return Ok(None);
+        };
+        let line: Vec<u8> = self.buf.drain(..=nl).collect();
+        let req = parse_line(&line[..nl], &self.limits)?;
+        if req.body_len.unwrap_or(0) > 0 {
+            self.pending = Some(req);
+            return self.next_request();
+        }
+        Ok(Some(req))
+    }
+
+    /// True when nothing is buffered (a clean end of stream).
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty() && self.pending.is_none()
+    }
+}
+
+/// Feed `bytes` in one go and collect every request or the first error;
+/// the entry point of the fuzz target.
+pub fn parse_stream(bytes: &[u8], limits: Limits) -> Vec<Result<Request, ProtoError>> {
+    let mut reader = LineReader::new(limits);
+    let mut out = Vec::new();
+    if let Err(e) = reader.feed(bytes) {
+        out.push(Err(e));
+        return out;
+    }
+    loop {
+        match reader.next_request() {
+            Ok(Some(r)) => out.push(Ok(r)),
+            Ok(None) => return out,
+            Err(e) => out.push(Err(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_split_across_reads() {
+        let mut r = LineReader::new(Limits::default());
+        r.feed(b"sta").unwrap();
+        assert_eq!(r.next_request().unwrap(), None);
+        r.feed(b"tus\nservice status a\n").unwrap();
+        assert_eq!(r.next_request().unwrap().unwrap().words, ["status"]);
+        assert_eq!(
+            r.next_request().unwrap().unwrap().words,
+            ["service", "status", "a"]
+        );
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn body_read_exactly() {
+        let mut r = LineReader::new(Limits::default());
+        r.feed(b"apply +5\nhel").unwrap();
+        assert_eq!(r.next_request().unwrap(), None);
+        r.feed(b"lo\nstatus\n").unwrap();
+        let req = r.next_request().unwrap().unwrap();
+        assert_eq!(req.body, b"hello");
+        // The newline after the body starts an empty line, which is an error
+        // for that line only; the next request still parses.
+        assert_eq!(r.next_request(), Err(ProtoError::Empty));
+        assert_eq!(r.next_request().unwrap().unwrap().words, ["status"]);
+    }
+
+    #[test]
+    fn overlong_line_without_newline_fails_early() {
+        let limits = Limits {
+            max_line: 16,
+            ..Limits::default()
+        };
+        let mut r = LineReader::new(limits);
+        assert_eq!(
+            r.feed(&[b'a'; 40]),
+            Err(ProtoError::LineTooLong { max: 16 })
+        );
+    }
+
+    #[test]
+    fn oversized_body_refused_before_reading() {
+        let limits = Limits {
+            max_body: 4,
+            ..Limits::default()
+        };
+        let out = parse_stream(b"apply +5\n12345", limits);
+        assert_eq!(out[0], Err(ProtoError::BodyTooLarge { len: 5, max: 4 }));
+    }
+}
