@@ -1,3 +1,400 @@
 //! `pact-agent`: the PID-1 supervisor of a diskless compute node.
+//!
+//! Start here: [`main`] sets the node up (pseudo-filesystems as PID 1,
+//! signals, config, cgroup tree, service declarations) and hands over to
+//! [`daemon::Agent::run`], the single event loop. The supervision logic is
+//! the sans-IO [`supervisor::Supervisor`].
 
+pub mod cgroup;
+pub mod control;
+pub mod daemon;
+pub mod health;
+pub mod logs;
+pub mod notify;
+pub mod pid1;
+pub mod readiness;
+mod requests;
+pub mod signals;
+pub mod spawn;
 pub mod supervisor;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hpc_node::CgroupManager;
+
+use crate::config::agent::{AgentConfig, AgentFile};
+use crate::config::services::{CheckEnv, ServiceSet};
+use crate::logger;
+use daemon::{Agent, ExitPlan};
+
+const DEFAULT_CONFIG: &str = "/etc/pact/agent.toml";
+
+const HELP: &str = "\
+pact-agent - the pact node supervisor (PID 1 on diskless nodes)
+
+Usage: pact-agent [options]
+
+Options:
+  -c, --config PATH      agent configuration (default /etc/pact/agent.toml)
+      --services FILE    service declarations (vCluster overlay TOML)
+      --state-dir DIR    runtime state: sockets, logs, cache (default /run/pact)
+      --cgroup-root DIR  where the cgroup tree goes (default /sys/fs/cgroup;
+                         \"none\" runs without cgroups)
+      --log-level LEVEL  error, warn, info, debug or trace (or PACT_LOG)
+      --log-format FMT   text or json
+      --check            validate the configuration and services, then exit
+  -V, --version          print the version
+  -h, --help             print this help
+
+See pact-agent(8) and pact.toml(5).
+";
+
+/// Command-line options.
+#[derive(Debug, Default)]
+struct Args {
+    config: Option<PathBuf>,
+    services: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    cgroup_root: Option<String>,
+    log_level: Option<String>,
+    log_format: Option<String>,
+    check: bool,
+}
+
+fn parse_args() -> Result<Option<Args>, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut a = Args::default();
+    let mut p = lexopt::Parser::from_env();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('c') | Long("config") => a.config = Some(p.value()?.into()),
+            Long("services") => a.services = Some(p.value()?.into()),
+            Long("state-dir") => a.state_dir = Some(p.value()?.into()),
+            Long("cgroup-root") => a.cgroup_root = Some(p.value()?.string()?),
+            Long("log-level") => a.log_level = Some(p.value()?.string()?),
+            Long("log-format") => a.log_format = Some(p.value()?.string()?),
+            Long("check") => a.check = true,
+            Short('V') | Long("version") => {
+                println!("pact-agent {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            Short('h') | Long("help") => {
+                print!("{HELP}");
+                return Ok(None);
+            }
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(Some(a))
+}
+
+/// Supervisor tunables from the configuration.
+pub fn tunables(cfg: &AgentConfig) -> supervisor::Tunables {
+    supervisor::Tunables {
+        crash_loop_max: cfg.supervisor.crash_loop_max,
+        stable_run: Duration::from_secs(cfg.supervisor.stable_run_seconds),
+        backoff_cap: Duration::from_secs(cfg.supervisor.backoff_cap_seconds),
+        scope_kill_timeout: Duration::from_secs(cfg.supervisor.scope_kill_timeout_seconds),
+        jitter_seed: crate::util::rng::Rng::from_entropy().next_u64(),
+    }
+}
+
+/// Keep a copy of the last good declarations (used when the file is bad
+/// or gone at the next start).
+pub fn cache_services(from: &Path, to: &Path) {
+    if from == to {
+        return;
+    }
+    let tmp = to.with_extension("tmp");
+    let result = std::fs::create_dir_all(to.parent().unwrap_or(Path::new("/")))
+        .and_then(|_| std::fs::copy(from, &tmp))
+        .and_then(|_| std::fs::rename(&tmp, to));
+    if let Err(e) = result {
+        log::warn!(target: "agent", "cannot cache {} as {}: {e}", from.display(), to.display());
+    }
+}
+
+/// The agent's whole life. As PID 1 it never returns.
+pub fn main() -> i32 {
+    let started = Instant::now();
+    let pid1 = pid1::is_pid1();
+    let mounted = if pid1 {
+        pid1::mount_pseudo_filesystems()
+    } else {
+        vec![]
+    };
+    // Block the handled signals before anything else can start a thread.
+    let signals = match signals::SignalFd::open() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pact-agent: signalfd: {e}");
+            return fatal(pid1, 1);
+        }
+    };
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => return 0,
+        Err(e) => {
+            eprintln!("pact-agent: {e}\n\n{HELP}");
+            if pid1 {
+                Args::default()
+            } else {
+                return 2;
+            }
+        }
+    };
+    let explicit = args.config.is_some();
+    let config_path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let (mut file, config_error) = match AgentFile::load(&config_path, explicit) {
+        Ok(f) => (f, None),
+        Err(e) => (AgentFile::default(), Some(e)),
+    };
+    if let Some(d) = &args.state_dir {
+        file.agent.state_dir = Some(d.clone());
+    }
+    if let Some(s) = &args.services {
+        file.agent.services_file = Some(s.clone());
+    }
+    init_logging(&args, &file);
+    install_panic_hook();
+    if let Some(e) = config_error {
+        log::error!(target: "agent", "{e}");
+        if !pid1 {
+            return 1;
+        }
+        log::error!(target: "agent", "continuing with the default configuration (PID 1 must not exit)");
+    }
+    if args.check {
+        return check(&file.agent);
+    }
+    let cfg = file.agent;
+    log::info!(
+        target: "agent",
+        "pact-agent {} starting on {}{}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.node_id(),
+        if pid1 { " as PID 1" } else { "" }
+    );
+    if !mounted.is_empty() {
+        log::info!(target: "agent", "mounted {}", mounted.join(", "));
+    }
+    if let Err(e) = pid1::protect_from_oom() {
+        log::warn!(target: "agent", "cannot set oom_score_adj: {e}");
+    }
+    if !pid1 {
+        if let Err(e) = pid1::become_subreaper() {
+            log::warn!(target: "agent", "cannot become a child subreaper: {e}");
+        }
+    }
+    let state = cfg.state_dir();
+    if let Err(e) = std::fs::create_dir_all(&state) {
+        log::error!(target: "agent", "cannot create {}: {e}", state.display());
+    }
+    readiness::clear(&cfg.ready_file(), &cfg.ready_socket());
+
+    let cgroups = open_cgroups(&cfg, args.cgroup_root.as_deref());
+    let (services, services_file) = load_services(&cfg);
+    let control = match bind_control(&cfg, pid1) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!(target: "agent", "control socket: {e}");
+            return fatal(pid1, 1);
+        }
+    };
+    let mut agent = match Agent::new(
+        cfg,
+        pid1,
+        started,
+        services,
+        services_file,
+        cgroups,
+        signals,
+        control,
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            log::error!(target: "agent", "event loop: {e}");
+            return fatal(pid1, 1);
+        }
+    };
+    let plan = agent.run();
+    drop(agent);
+    match plan {
+        ExitPlan::Exit(code) => code,
+        ExitPlan::PowerOff | ExitPlan::Reboot => {
+            let e = pid1::final_shutdown(plan == ExitPlan::Reboot, Duration::from_secs(5));
+            log::error!(target: "agent", "reboot(2) failed: {e}");
+            fatal(true, 1)
+        }
+    }
+}
+
+/// Leave with `code`, except as PID 1, which must never exit: it logs and
+/// sleeps, keeping the kernel alive for an operator on the console.
+fn fatal(pid1: bool, code: i32) -> i32 {
+    if !pid1 {
+        return code;
+    }
+    log::error!(target: "agent", "PID 1 cannot continue; halting here (the watchdog, if armed, will reset the node)");
+    loop {
+        pid1::reap();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn init_logging(args: &Args, file: &AgentFile) {
+    let level = args
+        .log_level
+        .clone()
+        .or_else(|| std::env::var("PACT_LOG").ok())
+        .unwrap_or_else(|| file.telemetry.log_level.clone());
+    let level = logger::parse_level(&level).unwrap_or_else(|e| {
+        eprintln!("pact-agent: {e}; using info");
+        log::LevelFilter::Info
+    });
+    let format = args
+        .log_format
+        .clone()
+        .unwrap_or_else(|| file.telemetry.log_format.clone());
+    let format = format.parse().unwrap_or_else(|e| {
+        eprintln!("pact-agent: {e}; using text");
+        logger::Format::Text
+    });
+    logger::init(level, format);
+}
+
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_string());
+        log::error!(target: "agent", "panic{at}: {msg}");
+    }));
+}
+
+fn check(cfg: &AgentConfig) -> i32 {
+    match &cfg.services_file {
+        None => {
+            println!("configuration ok (no services file)");
+            0
+        }
+        Some(p) => match ServiceSet::load(p, cfg.vcluster.as_deref(), &CheckEnv::default()) {
+            Ok(set) => {
+                let names: Vec<&str> = set.services.iter().map(|s| s.name.as_str()).collect();
+                println!(
+                    "configuration ok: vcluster {}, {} service(s) in start order: {}",
+                    set.vcluster,
+                    names.len(),
+                    names.join(", ")
+                );
+                0
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                1
+            }
+        },
+    }
+}
+
+fn open_cgroups(cfg: &AgentConfig, override_root: Option<&str>) -> Option<cgroup::CgroupTree> {
+    let root = match override_root {
+        Some("none") => {
+            log::warn!(target: "agent::cgroup", "running without cgroups (--cgroup-root none): an escaped grandchild survives its service");
+            return None;
+        }
+        Some(r) => PathBuf::from(r),
+        None => cfg.supervisor.cgroup_root.clone(),
+    };
+    let tree = match cgroup::CgroupTree::open(&root) {
+        Ok(t) => t,
+        Err(e) => {
+            log::warn!(
+                target: "agent::cgroup",
+                "no usable cgroup v2 tree at {}: {e}; services run in process groups (an escaped grandchild survives its service)",
+                root.display()
+            );
+            return None;
+        }
+    };
+    if let Err(e) = tree.create_hierarchy() {
+        log::warn!(target: "agent::cgroup", "cannot create the slice hierarchy under {}: {e}", root.display());
+        return None;
+    }
+    let missing: Vec<&str> = ["cpu", "io", "memory", "pids"]
+        .into_iter()
+        .filter(|c| !tree.controllers().iter().any(|x| x == c))
+        .collect();
+    log::info!(
+        target: "agent::cgroup",
+        "cgroup v2 at {}: controllers [{}]{}, cgroup.kill {}",
+        root.display(),
+        tree.controllers().join(" "),
+        if missing.is_empty() { String::new() } else { format!(", missing [{}]", missing.join(" ")) },
+        if tree.has_kill() { "yes" } else { "no (freeze and SIGKILL instead)" }
+    );
+    Some(tree)
+}
+
+/// The declarations to start with: the services file, or the cached copy
+/// of the last good one when the file is missing or bad.
+fn load_services(cfg: &AgentConfig) -> (ServiceSet, Option<PathBuf>) {
+    let cached = cfg.cached_services();
+    let env = CheckEnv::default();
+    if let Some(path) = &cfg.services_file {
+        match ServiceSet::load(path, cfg.vcluster.as_deref(), &env) {
+            Ok(set) => {
+                cache_services(path, &cached);
+                return (set, Some(path.clone()));
+            }
+            Err(e) => log::error!(target: "agent", "{e}"),
+        }
+    }
+    if cached.exists() {
+        match ServiceSet::load(&cached, cfg.vcluster.as_deref(), &env) {
+            Ok(set) => {
+                log::warn!(target: "agent", "using the cached declarations {}", cached.display());
+                return (set, cfg.services_file.clone());
+            }
+            Err(e) => log::error!(target: "agent", "cached declarations unusable: {e}"),
+        }
+    }
+    log::warn!(target: "agent", "no service declarations: supervising nothing");
+    (ServiceSet::default(), cfg.services_file.clone())
+}
+
+fn bind_control(cfg: &AgentConfig, pid1: bool) -> std::io::Result<control::ControlServer> {
+    let limits = crate::proto::Limits {
+        max_line: cfg.control.max_line,
+        max_words: cfg.control.max_words,
+        max_body: cfg.control.max_body.0 as usize,
+    };
+    let bind = |path: &Path| {
+        control::ControlServer::bind(
+            path,
+            limits,
+            cfg.control.max_connections,
+            Duration::from_secs(cfg.control.idle_timeout_seconds),
+            cfg.control.allowed_uids.clone(),
+        )
+    };
+    match bind(&cfg.control_socket()) {
+        Err(e) if pid1 => {
+            let fallback = PathBuf::from("/run/pact-agent.sock");
+            log::error!(target: "agent", "{}: {e}; trying {}", cfg.control_socket().display(), fallback.display());
+            bind(&fallback)
+        }
+        other => other,
+    }
+}

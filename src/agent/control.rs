@@ -1,0 +1,376 @@
+//! The control socket (`/run/pact/agent.sock`): connections, their
+//! buffers and limits. What a request means is decided by the agent
+//! ([`super::requests`]); this module only moves bytes.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mio::net::{UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+
+use crate::proto::{Limits, LineReader, ProtoError, Request};
+
+/// Output kept for one slow reader before it is disconnected.
+const MAX_PENDING_OUTPUT: usize = 4 << 20;
+
+/// What a connection is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Reading requests.
+    Idle,
+    /// A request is being answered later (e.g. `service restart` waits
+    /// for the service); further requests wait in the reader.
+    Busy,
+    /// Streaming a service's log until `cancel` or close.
+    Follow { service: String },
+}
+
+pub struct Conn {
+    pub stream: UnixStream,
+    reader: LineReader,
+    out: Vec<u8>,
+    pub mode: Mode,
+    pub last_active: Instant,
+    pub uid: u32,
+    close_after_flush: bool,
+    writable_registered: bool,
+}
+
+pub struct ControlServer {
+    pub listener: UnixListener,
+    pub path: PathBuf,
+    conns: HashMap<Token, Conn>,
+    limits: Limits,
+    max_conns: usize,
+    idle: Duration,
+    allowed_uids: Vec<u32>,
+}
+
+/// Something the agent must look at after a read.
+pub enum Input {
+    Request(Token, Request),
+    /// A request line that could not be parsed: answer `err`, go on.
+    Bad(Token, ProtoError),
+}
+
+impl ControlServer {
+    /// Bind the socket with mode 0600 (root only, plus `allowed_uids`).
+    pub fn bind(
+        path: &Path,
+        limits: Limits,
+        max_conns: usize,
+        idle: Duration,
+        allowed_uids: Vec<u32>,
+    ) -> io::Result<ControlServer> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(ControlServer {
+            listener,
+            path: path.to_path_buf(),
+            conns: HashMap::new(),
+            limits,
+            max_conns,
+            idle,
+            allowed_uids,
+        })
+    }
+
+    pub fn conn_mut(&mut self, t: Token) -> Option<&mut Conn> {
+        self.conns.get_mut(&t)
+    }
+
+    pub fn tokens(&self) -> Vec<Token> {
+        self.conns.keys().copied().collect()
+    }
+
+    pub fn followers(&self, service: &str) -> Vec<Token> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| matches!(&c.mode, Mode::Follow { service: s } if s == service))
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    /// Accept every pending connection; `next_token` hands out tokens.
+    pub fn accept(
+        &mut self,
+        registry: &Registry,
+        now: Instant,
+        mut next_token: impl FnMut() -> Token,
+    ) {
+        loop {
+            let (mut stream, _) = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!(target: "agent::control", "accept: {e}");
+                    return;
+                }
+            };
+            let uid = match rustix::net::sockopt::socket_peercred(&stream) {
+                Ok(c) => c.uid.as_raw(),
+                Err(e) => {
+                    log::warn!(target: "agent::control", "no peer credentials: {e}");
+                    continue;
+                }
+            };
+            let me = rustix::process::geteuid().as_raw();
+            if uid != 0 && uid != me && !self.allowed_uids.contains(&uid) {
+                let _ =
+                    stream.write_all(b"err 2 permission denied: the control socket is for root\n");
+                log::warn!(target: "agent::control", "refused a connection from uid {uid}");
+                continue;
+            }
+            if self.conns.len() >= self.max_conns {
+                let _ = stream.write_all(
+                    format!("err 5 too many connections (limit {})\n", self.max_conns).as_bytes(),
+                );
+                continue;
+            }
+            let token = next_token();
+            if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {
+                log::warn!(target: "agent::control", "register: {e}");
+                continue;
+            }
+            self.conns.insert(
+                token,
+                Conn {
+                    stream,
+                    reader: LineReader::new(self.limits),
+                    out: Vec::new(),
+                    mode: Mode::Idle,
+                    last_active: now,
+                    uid,
+                    close_after_flush: false,
+                    writable_registered: false,
+                },
+            );
+        }
+    }
+
+    pub fn owns(&self, t: Token) -> bool {
+        self.conns.contains_key(&t)
+    }
+
+    /// Readiness on a connection: flush output, read input. Returns the
+    /// requests it can hand over now (only while the connection is idle).
+    pub fn on_event(&mut self, registry: &Registry, t: Token, now: Instant) -> Vec<Input> {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return vec![];
+        };
+        c.last_active = now;
+        if c.flush().is_err() {
+            self.close(registry, t);
+            return vec![];
+        }
+        let mut buf = [0u8; 8192];
+        let mut eof = false;
+        loop {
+            match c.stream.read(&mut buf) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    if let Err(e) = c.reader.feed(&buf[..n]) {
+                        // Framing is lost: answer once, then close.
+                        c.push_line(&crate::proto::err_line(
+                            crate::proto::ExitCode::Invalid,
+                            &e.to_string(),
+                        ));
+                        c.close_after_flush = true;
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        let inputs = self.pending_inputs(t);
+        if let Some(c) = self.conns.get_mut(&t) {
+            if eof && inputs.is_empty() && c.mode != Mode::Busy {
+                self.close(registry, t);
+                return vec![];
+            }
+            if eof {
+                c.close_after_flush = true;
+            }
+        }
+        self.sync_interest(registry, t);
+        inputs
+    }
+
+    /// The next request of an idle connection (one at a time, answered
+    /// in order).
+    pub fn pending_inputs(&mut self, t: Token) -> Vec<Input> {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        while c.mode == Mode::Idle || matches!(c.mode, Mode::Follow { .. }) {
+            match c.reader.next_request() {
+                Ok(Some(r)) => {
+                    let follow = matches!(c.mode, Mode::Follow { .. });
+                    if follow && r.words.first().map(String::as_str) != Some("cancel") {
+                        continue; // only `cancel` is meaningful while following
+                    }
+                    if !follow {
+                        c.mode = Mode::Busy;
+                    }
+                    out.push(Input::Request(t, r));
+                    break;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    c.mode = Mode::Busy;
+                    out.push(Input::Bad(t, e));
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Queue lines for a connection.
+    pub fn send(&mut self, registry: &Registry, t: Token, lines: &[String]) {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        for l in lines {
+            c.push_line(l);
+        }
+        self.after_write(registry, t);
+    }
+
+    /// Queue raw bytes (a body).
+    pub fn send_bytes(&mut self, registry: &Registry, t: Token, bytes: &[u8]) {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        c.out.extend_from_slice(bytes);
+        self.after_write(registry, t);
+    }
+
+    fn after_write(&mut self, registry: &Registry, t: Token) {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        if c.flush().is_err() || c.out.len() > MAX_PENDING_OUTPUT {
+            if c.out.len() > MAX_PENDING_OUTPUT {
+                log::warn!(target: "agent::control", "dropping a connection that does not read its output");
+            }
+            self.close(registry, t);
+            return;
+        }
+        self.sync_interest(registry, t);
+    }
+
+    /// The current request is answered: back to reading.
+    pub fn finish(&mut self, registry: &Registry, t: Token) {
+        if let Some(c) = self.conns.get_mut(&t) {
+            c.mode = Mode::Idle;
+            if c.close_after_flush && c.out.is_empty() && c.reader.is_empty() {
+                self.close(registry, t);
+                return;
+            }
+        }
+        self.sync_interest(registry, t);
+    }
+
+    pub fn set_mode(&mut self, t: Token, mode: Mode) {
+        if let Some(c) = self.conns.get_mut(&t) {
+            c.mode = mode;
+        }
+    }
+
+    fn sync_interest(&mut self, registry: &Registry, t: Token) {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        if c.close_after_flush && c.out.is_empty() && c.mode != Mode::Busy {
+            self.close(registry, t);
+            return;
+        }
+        let want_write = !c.out.is_empty();
+        if want_write != c.writable_registered {
+            let interest = if want_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if registry.reregister(&mut c.stream, t, interest).is_ok() {
+                c.writable_registered = want_write;
+            }
+        }
+    }
+
+    pub fn close(&mut self, registry: &Registry, t: Token) {
+        if let Some(mut c) = self.conns.remove(&t) {
+            let _ = registry.deregister(&mut c.stream);
+        }
+    }
+
+    /// Close connections idle for longer than the limit (not streams).
+    pub fn expire_idle(&mut self, registry: &Registry, now: Instant) {
+        let old: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.mode == Mode::Idle && now.saturating_duration_since(c.last_active) >= self.idle
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for t in old {
+            self.close(registry, t);
+        }
+    }
+
+    /// When the oldest idle connection expires.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.conns
+            .values()
+            .filter(|c| c.mode == Mode::Idle)
+            .map(|c| c.last_active + self.idle)
+            .min()
+    }
+}
+
+impl Conn {
+    fn push_line(&mut self, line: &str) {
+        self.out.extend_from_slice(line.as_bytes());
+        self.out.push(b'\n');
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        while !self.out.is_empty() {
+            match self.stream.write(&self.out) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
