@@ -6,6 +6,7 @@
 //! - [`config`]: TOML configuration (agent, services overlay).
 
 pub mod agent;
+pub mod cli;
 pub mod config;
 pub mod journal;
 pub mod logger;

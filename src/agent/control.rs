@@ -115,8 +115,8 @@ impl ControlServer {
                     return;
                 }
             };
-            let uid = match rustix::net::sockopt::socket_peercred(&stream) {
-                Ok(c) => c.uid.as_raw(),
+            let uid = match peer_uid(&stream) {
+                Ok(uid) => uid,
                 Err(e) => {
                     log::warn!(target: "agent::control", "no peer credentials: {e}");
                     continue;
@@ -345,6 +345,32 @@ impl ControlServer {
             .map(|c| c.last_active + self.idle)
             .min()
     }
+}
+
+/// The uid of the peer (SO_PEERCRED). Read directly: a peer in another
+/// PID namespace shows pid 0, which typed wrappers refuse.
+fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`, a ucred.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cred.uid)
 }
 
 impl Conn {

@@ -351,7 +351,13 @@ impl Agent {
         };
         let mut rec = Rec::new()
             .field("node", self.cfg.node_id())
-            .field("vcluster", self.cfg.vcluster.clone().unwrap_or_default())
+            .field(
+                "vcluster",
+                self.cfg
+                    .vcluster
+                    .clone()
+                    .unwrap_or_else(|| self.services.vcluster.clone()),
+            )
             .field("state", state)
             .field("pid1", self.pid1)
             .field("backend", "pact")

@@ -79,6 +79,10 @@ fn main() {
         }
     };
     let name = std::env::var("PACT_SERVICE").unwrap_or_else(|_| "testsvc".into());
+    if !o.ignore_term {
+        // Before anything else: a SIGTERM from now on waits for wait_loop.
+        set_term_blocked(true);
+    }
     if o.ignore_term {
         // SAFETY: setting a signal to be ignored.
         unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
@@ -147,16 +151,7 @@ fn main() {
 fn wait_loop(o: &Opts, name: &str) {
     let start = std::time::Instant::now();
     let mut next_print = o.print_every;
-    // SAFETY: sigset_t is initialised by sigemptyset before use.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    if !o.ignore_term {
-        // SAFETY: plain signal-mask calls on an initialised set.
-        unsafe {
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        }
-    }
+    let set = term_set();
     loop {
         let elapsed = start.elapsed().as_secs_f64();
         if let Some(code) = o.exit {
@@ -214,6 +209,28 @@ fn wait_loop(o: &Opts, name: &str) {
     }
 }
 
+fn term_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    }
+}
+
+/// Block (or unblock, in forked children) SIGTERM.
+fn set_term_blocked(blocked: bool) {
+    let set = term_set();
+    let how = if blocked {
+        libc::SIG_BLOCK
+    } else {
+        libc::SIG_UNBLOCK
+    };
+    // SAFETY: changes this thread's mask with an initialised set.
+    unsafe { libc::sigprocmask(how, &set, std::ptr::null_mut()) };
+}
+
 fn notify(o: &Opts) {
     let Ok(path) = std::env::var("NOTIFY_SOCKET") else {
         eprintln!("pact-testsvc: --notify without NOTIFY_SOCKET");
@@ -254,6 +271,7 @@ fn leave_grandchild(pidfile: &str) {
     unsafe {
         let pid = libc::fork();
         if pid == 0 {
+            set_term_blocked(false);
             libc::setsid();
             let g = libc::fork();
             if g == 0 {
@@ -287,6 +305,7 @@ fn make_orphan() {
     unsafe {
         let pid = libc::fork();
         if pid == 0 {
+            set_term_blocked(false);
             if libc::fork() == 0 {
                 libc::usleep(20_000);
                 libc::_exit(0);
@@ -305,6 +324,7 @@ fn fork_sleeper() -> bool {
     unsafe {
         let pid = libc::fork();
         if pid == 0 {
+            set_term_blocked(false);
             loop {
                 libc::pause();
             }

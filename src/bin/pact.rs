@@ -1,4 +1,3 @@
 fn main() {
-    eprintln!("pact: under construction");
-    std::process::exit(1);
+    std::process::exit(pact::cli::main());
 }
