@@ -12,10 +12,10 @@ pub fn json_value(v: &str) -> String {
     if v == "true" || v == "false" {
         return v.to_string();
     }
-    let numeric = !v.is_empty()
-        && v.parse::<f64>().is_ok_and(f64::is_finite)
-        && !v.starts_with('+')
-        && !(v.len() > 1 && v.starts_with('0') && !v.starts_with("0."))
+    // Leading zeros ("0755") stay strings: they are identifiers, not numbers.
+    let leading_zero = v.len() > 1 && v.starts_with('0') && !v.starts_with("0.");
+    let numeric = v.parse::<f64>().is_ok_and(f64::is_finite)
+        && !leading_zero
         && v.bytes()
             .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-');
     if numeric {
