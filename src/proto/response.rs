@@ -86,12 +86,20 @@ pub fn parse_record(line: &str) -> Result<Record, ProtoError> {
     let words = super::request::split_words(line, usize::MAX)?;
     let mut rec = Record::new();
     for w in words {
-        match w.split_once('=') {
-            Some((k, v)) => rec.push(k, v),
-            None => rec.push(&w, ""),
+        let (k, v) = w.split_once('=').unwrap_or((&w, ""));
+        if !valid_key(k) {
+            return Err(ProtoError::BadQuoting("a record key must be letters, digits, '_', '-' or '.'"));
         }
+        rec.push(k, v);
     }
     Ok(rec)
+}
+
+fn valid_key(k: &str) -> bool {
+    !k.is_empty()
+        && k
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// What one response line is, as seen by a client.
@@ -148,6 +156,8 @@ mod tests {
             r#"name=chronyd state=running since="2026-11-22 08:01" status="" eq="a=b" q="say \"hi\"""#
         );
         assert_eq!(parse_record(&line).unwrap(), r);
+        // Found by fuzzing: a key logfmt cannot write back.
+        assert!(parse_record("name\"\\\"\" ").is_err());
     }
 
     #[test]

@@ -1,0 +1,13 @@
+//! Service declarations (vCluster overlay TOML) as the agent validates them.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use pact::config::services::{CheckEnv, ServiceSet};
+use pact::config::Source;
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let env = CheckEnv { etc: std::path::PathBuf::from("/nonexistent"), check_binaries: false };
+    if let Err(e) = ServiceSet::parse(&Source::from_str("fuzz.toml", &text), None, &env) {
+        let _ = e.to_string();
+    }
+});
