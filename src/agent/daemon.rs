@@ -16,7 +16,6 @@
 //! sleeps until an fd wakes it.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -418,7 +417,7 @@ impl Agent {
             return vec![];
         };
         // The scope first (RI2): the process is born inside it.
-        let mut procs: Option<File> = None;
+        let mut scope_path: Option<PathBuf> = None;
         if let Some(cg) = &self.cgroups {
             let path = match cg.create_service_scope(&spec.slice, service, scope, &spec.limits) {
                 Ok(p) => p,
@@ -432,21 +431,8 @@ impl Agent {
                     );
                 }
             };
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .open(path.join("cgroup.procs"))
-            {
-                Ok(f) => procs = Some(f),
-                Err(e) => {
-                    let _ = cg.remove_scope(&path);
-                    return self.sup.on_spawn_failed(
-                        now,
-                        service,
-                        &format!("{}/cgroup.procs: {e}", path.display()),
-                    );
-                }
-            }
             self.watch_scope(service, scope, &path);
+            scope_path = Some(path);
         }
         let notify_path = if spec.ready == ReadyMode::Notify {
             match self.notify_socket(service, spec.user) {
@@ -462,7 +448,7 @@ impl Agent {
             None
         };
         let place = Placement {
-            cgroup_procs: procs.as_ref(),
+            scope: scope_path.as_deref(),
             notify_socket: notify_path.as_deref(),
         };
         match spawn_service(&spec, &place) {

@@ -1,22 +1,31 @@
 //! Starting one service process.
 //!
-//! The child moves itself into its scope before `exec` (it writes `0` to
-//! the scope's `cgroup.procs`, opened by the agent), so everything it ever
-//! forks is inside the scope. It becomes a session leader, gets stdout and
-//! stderr on one pipe the agent reads, an optional ready fd, a clean
-//! environment, and drops to its user last.
+//! The child is born inside its scope: `clone3(CLONE_INTO_CGROUP)` creates
+//! it directly in the scope's cgroup, so everything it ever forks is there
+//! too, and no migration (which waits for an RCU grace period, ~10 ms) is
+//! needed. On kernels without clone3 the child moves itself by writing `0`
+//! to the scope's `cgroup.procs` before exec.
+//!
+//! Between clone and exec the child only makes async-signal-safe system
+//! calls on data prepared beforehand: it resets its signal mask, takes
+//! `/dev/null` and the output pipe as stdio, becomes a session leader,
+//! passes the ready fd, drops to its user and execs. An exec failure is
+//! reported to the parent through a close-on-exec pipe.
 
-use std::fs::File;
+use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use crate::config::services::{ReadyMode, ServiceSpec};
 
 /// `PATH` of every service unless it declares its own.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Most arguments (and, separately, environment variables) a service may
+/// have: the child builds its pointer arrays on the stack.
+pub const MAX_VECTOR: usize = 255;
 
 /// A started process and the agent's ends of its pipes.
 pub struct Spawned {
@@ -29,115 +38,285 @@ pub struct Spawned {
 
 /// Where the child goes and how it reports readiness.
 pub struct Placement<'a> {
-    /// `cgroup.procs` of the scope, open for writing; `None` without cgroups.
-    pub cgroup_procs: Option<&'a File>,
+    /// The scope directory; `None` without cgroups.
+    pub scope: Option<&'a Path>,
     /// `NOTIFY_SOCKET` for `ready = "notify"`.
     pub notify_socket: Option<&'a Path>,
 }
 
+/// Everything the child needs, prepared before cloning.
+struct ChildPlan {
+    path: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    cwd: CString,
+    stdin: RawFd,
+    stdout: RawFd,
+    stderr: RawFd,
+    /// `cgroup.procs` to write when clone3 is not available.
+    procs_fd: Option<RawFd>,
+    ready: Option<(RawFd, RawFd)>,
+    user: Option<(u32, u32)>,
+    error_pipe: RawFd,
+}
+
 pub fn spawn_service(spec: &ServiceSpec, place: &Placement<'_>) -> io::Result<Spawned> {
-    let (out_r, out_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    let err_w = out_w.try_clone()?;
+    let (out_r, out_w) = pipe()?;
     let ready = match spec.ready {
         ReadyMode::Fd(target) => {
-            let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+            let (r, w) = pipe()?;
             Some((r, w, target))
         }
         _ => None,
     };
+    let (err_r, err_w) = pipe()?;
+    let devnull = std::fs::File::open("/dev/null")?;
+    let scope_dir = match place.scope {
+        Some(p) => Some(open_dir(p)?),
+        None => None,
+    };
 
-    let mut cmd = Command::new(&spec.binary);
-    cmd.args(&spec.args)
-        .env_clear()
-        .env("PATH", DEFAULT_PATH)
-        .env("PACT_SERVICE", &spec.name)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out_w))
-        .stderr(Stdio::from(err_w))
-        .current_dir(spec.working_directory.as_deref().unwrap_or(Path::new("/")));
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), DEFAULT_PATH.into()),
+        ("PACT_SERVICE".into(), spec.name.clone()),
+    ];
     if let Some(sock) = place.notify_socket {
-        cmd.env("NOTIFY_SOCKET", sock);
+        env.push(("NOTIFY_SOCKET".into(), sock.display().to_string()));
     }
     if let Some((_, _, target)) = &ready {
-        cmd.env("PACT_READY_FD", target.to_string());
+        env.push(("PACT_READY_FD".into(), target.to_string()));
     }
     for (k, v) in &spec.env {
-        cmd.env(k, v);
+        env.retain(|(x, _)| x != k);
+        env.push((k.clone(), v.clone()));
     }
+    let mut plan = ChildPlan {
+        path: cstring(spec.binary.as_os_str())?,
+        argv: std::iter::once(cstring(spec.binary.as_os_str()))
+            .chain(spec.args.iter().map(|a| cstring(OsStr::new(a))))
+            .collect::<io::Result<_>>()?,
+        envp: env
+            .iter()
+            .map(|(k, v)| cstring(OsStr::new(&format!("{k}={v}"))))
+            .collect::<io::Result<_>>()?,
+        cwd: cstring(
+            spec.working_directory
+                .as_deref()
+                .unwrap_or(Path::new("/"))
+                .as_os_str(),
+        )?,
+        stdin: devnull.as_raw_fd(),
+        stdout: out_w.as_raw_fd(),
+        stderr: out_w.as_raw_fd(),
+        procs_fd: None,
+        ready: ready.as_ref().map(|(_, w, t)| (w.as_raw_fd(), *t)),
+        user: spec.user,
+        error_pipe: err_w.as_raw_fd(),
+    };
 
-    let procs_fd: Option<RawFd> = place.cgroup_procs.map(AsRawFd::as_raw_fd);
-    let ready_fds: Option<(RawFd, RawFd)> = ready.as_ref().map(|(_, w, t)| (w.as_raw_fd(), *t));
-    let user = spec.user;
-    // SAFETY: the closure runs in the forked child before exec and only
-    // makes async-signal-safe system calls on plain integers (no
-    // allocation, no locks).
-    unsafe {
-        cmd.pre_exec(move || child_setup(procs_fd, ready_fds, user));
+    if plan.argv.len() > MAX_VECTOR || plan.envp.len() > MAX_VECTOR {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("more than {MAX_VECTOR} arguments or environment variables"),
+        ));
     }
-    let child = cmd.spawn()?;
-    // Dropping `cmd` closes our copies of the write ends.
-    drop(cmd);
+    let mut procs_file = None;
+    let pid = match clone_into(scope_dir.as_ref()) {
+        Ok(0) => child(&plan),
+        Ok(pid) => pid,
+        Err(e) if clone3_unsupported(&e) => {
+            // An older kernel: fork, and let the child join its scope.
+            if let Some(scope) = place.scope {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(scope.join("cgroup.procs"))?;
+                plan.procs_fd = Some(f.as_raw_fd());
+                procs_file = Some(f);
+            }
+            // SAFETY: the agent is single-threaded; the child only runs
+            // `child`, which makes async-signal-safe calls and never returns.
+            match unsafe { libc::fork() } {
+                -1 => return Err(io::Error::last_os_error()),
+                0 => child(&plan),
+                pid => pid,
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    drop(procs_file);
+    drop(out_w);
+    drop(err_w);
     let ready = ready.map(|(r, w, _)| {
         drop(w);
         r
     });
+    // The child's exec closes the error pipe; anything read is its errno.
+    if let Some(errno) = read_exec_error(&err_r) {
+        let mut status = 0;
+        // SAFETY: reaping the child we just created, which has exited.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        return Err(io::Error::from_raw_os_error(errno));
+    }
     set_nonblocking(&out_r)?;
     if let Some(r) = &ready {
         set_nonblocking(r)?;
     }
     Ok(Spawned {
-        pid: child.id(),
+        pid: pid as u32,
         output: out_r,
         ready,
     })
 }
 
-/// In the child, between fork and exec.
-fn child_setup(
-    procs_fd: Option<RawFd>,
-    ready: Option<(RawFd, RawFd)>,
-    user: Option<(u32, u32)>,
-) -> io::Result<()> {
-    let check = |rc: libc::c_int| {
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
+fn cstring(s: &OsStr) -> io::Result<CString> {
+    CString::new(s.as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in an argument"))
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+}
+
+fn open_dir(p: &Path) -> io::Result<OwnedFd> {
+    let fd = rustix::fs::open(
+        p,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    Ok(fd)
+}
+
+fn clone3_unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::E2BIG))
+}
+
+/// The kernel's `struct clone_args` (up to the `cgroup` field, Linux 5.7).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Fork-like clone3, into the cgroup `scope` when given. Returns 0 in the
+/// child and the child's pid in the parent.
+fn clone_into(scope: Option<&OwnedFd>) -> io::Result<i32> {
+    let mut args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
     };
-    // SAFETY: plain system calls on integers in the child; see spawn_service.
+    if let Some(fd) = scope {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd.as_raw_fd() as u64;
+    }
+    // SAFETY: clone3 without CLONE_VM behaves like fork: the child gets a
+    // copy of the address space and continues here with a return of 0.
+    // The agent is single-threaded, and the child only runs `child`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as i32)
+}
+
+/// In the child: set up and exec. Never returns.
+fn child(p: &ChildPlan) -> ! {
+    // SAFETY: only async-signal-safe system calls on data prepared before
+    // the clone; the process ends in execve or _exit.
     unsafe {
+        let fail = |fd: RawFd| -> ! {
+            let errno = *libc::__errno_location();
+            let bytes = errno.to_ne_bytes();
+            libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+            libc::_exit(127)
+        };
         // The agent blocks the signals it reads through its signalfd and
         // the Rust runtime ignores SIGPIPE: a service starts with neither.
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
-        check(libc::sigprocmask(
-            libc::SIG_SETMASK,
-            &empty,
-            std::ptr::null_mut(),
-        ))?;
+        if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+            fail(p.error_pipe);
+        }
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        check(libc::setsid())?;
-        if let Some(fd) = procs_fd {
-            // "0" moves the writing process itself into the cgroup.
+        if let Some(fd) = p.procs_fd {
             if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                return Err(io::Error::last_os_error());
+                fail(p.error_pipe);
             }
         }
-        if let Some((src, target)) = ready {
-            if src == target {
-                check(libc::fcntl(target, libc::F_SETFD, 0))?;
+        if libc::dup2(p.stdin, 0) < 0 || libc::dup2(p.stdout, 1) < 0 || libc::dup2(p.stderr, 2) < 0
+        {
+            fail(p.error_pipe);
+        }
+        if libc::chdir(p.cwd.as_ptr()) != 0 || libc::setsid() < 0 {
+            fail(p.error_pipe);
+        }
+        if let Some((src, target)) = p.ready {
+            let rc = if src == target {
+                libc::fcntl(target, libc::F_SETFD, 0)
             } else {
-                check(libc::dup2(src, target))?;
+                libc::dup2(src, target)
+            };
+            if rc < 0 {
+                fail(p.error_pipe);
             }
         }
-        if let Some((uid, gid)) = user {
-            check(libc::setgroups(0, std::ptr::null()))?;
-            check(libc::setgid(gid))?;
-            check(libc::setuid(uid))?;
+        if let Some((uid, gid)) = p.user {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                fail(p.error_pipe);
+            }
+        }
+        // Null-terminated pointer arrays, on the stack (no allocation here).
+        let mut argv: [*const libc::c_char; MAX_VECTOR + 1] = [std::ptr::null(); MAX_VECTOR + 1];
+        let mut envp: [*const libc::c_char; MAX_VECTOR + 1] = [std::ptr::null(); MAX_VECTOR + 1];
+        for (i, a) in p.argv.iter().take(MAX_VECTOR).enumerate() {
+            argv[i] = a.as_ptr();
+        }
+        for (i, e) in p.envp.iter().take(MAX_VECTOR).enumerate() {
+            envp[i] = e.as_ptr();
+        }
+        libc::execve(p.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        fail(p.error_pipe)
+    }
+}
+
+/// The errno the child wrote before failing, if it did.
+fn read_exec_error(pipe: &OwnedFd) -> Option<i32> {
+    let mut buf = [0u8; 4];
+    let mut got = 0;
+    loop {
+        match rustix::io::read(pipe, &mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                got += n;
+                if got == 4 {
+                    break;
+                }
+            }
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => break,
         }
     }
-    Ok(())
+    (got == 4).then(|| i32::from_ne_bytes(buf))
 }
 
 pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {

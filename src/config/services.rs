@@ -413,6 +413,19 @@ fn check_service(
     let binary = resolve_binary(d.binary.get_ref(), env.check_binaries)
         .map_err(|m| src.error(Some(d.binary.span()), &format!("{key}.binary"), m))?;
 
+    if d.args.len() >= crate::agent::spawn::MAX_VECTOR
+        || d.env.len() > crate::agent::spawn::MAX_VECTOR - 8
+    {
+        return Err(src.error(
+            Some(decl.span()),
+            key,
+            format!(
+                "at most {} args and {} env entries",
+                crate::agent::spawn::MAX_VECTOR - 1,
+                crate::agent::spawn::MAX_VECTOR - 8
+            ),
+        ));
+    }
     let mut envs = Vec::new();
     for (k, v) in &d.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {

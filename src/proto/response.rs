@@ -88,7 +88,9 @@ pub fn parse_record(line: &str) -> Result<Record, ProtoError> {
     for w in words {
         let (k, v) = w.split_once('=').unwrap_or((&w, ""));
         if !valid_key(k) {
-            return Err(ProtoError::BadQuoting("a record key must be letters, digits, '_', '-' or '.'"));
+            return Err(ProtoError::BadQuoting(
+                "a record key must be letters, digits, '_', '-' or '.'",
+            ));
         }
         rec.push(k, v);
     }
@@ -97,8 +99,7 @@ pub fn parse_record(line: &str) -> Result<Record, ProtoError> {
 
 fn valid_key(k: &str) -> bool {
     !k.is_empty()
-        && k
-            .bytes()
+        && k.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
