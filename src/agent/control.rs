@@ -37,6 +37,8 @@ pub struct Conn {
     pub uid: u32,
     close_after_flush: bool,
     writable_registered: bool,
+    /// Framing was lost: nothing more is read from this connection.
+    broken: bool,
 }
 
 pub struct ControlServer {
@@ -151,6 +153,7 @@ impl ControlServer {
                     uid,
                     close_after_flush: false,
                     writable_registered: false,
+                    broken: false,
                 },
             );
         }
@@ -180,6 +183,9 @@ impl ControlServer {
                     break;
                 }
                 Ok(n) => {
+                    if c.broken {
+                        continue; // discard until the client goes away
+                    }
                     if let Err(e) = c.reader.feed(&buf[..n]) {
                         // Framing is lost: answer once, then close.
                         c.push_line(&crate::proto::err_line(
@@ -187,6 +193,7 @@ impl ControlServer {
                             &e.to_string(),
                         ));
                         c.close_after_flush = true;
+                        c.broken = true;
                         break;
                     }
                 }
@@ -219,6 +226,9 @@ impl ControlServer {
             return vec![];
         };
         let mut out = Vec::new();
+        if c.broken {
+            return out;
+        }
         while c.mode == Mode::Idle || matches!(c.mode, Mode::Follow { .. }) {
             match c.reader.next_request() {
                 Ok(Some(r)) => {

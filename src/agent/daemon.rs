@@ -281,9 +281,8 @@ impl Agent {
         match token {
             SIGNALS => self.on_signals(now),
             CONTROL => {
-                let registry = self.poll.registry().try_clone().expect("registry clone");
                 let mut next = self.next_token;
-                self.control.accept(&registry, now, || {
+                self.control.accept(self.poll.registry(), now, || {
                     let t = Token(next);
                     next += 1;
                     t
@@ -827,8 +826,7 @@ impl Agent {
                 self.finish_probe(t, now, ok, &why);
             }
         }
-        let registry = self.poll.registry().try_clone().expect("registry clone");
-        self.control.expire_idle(&registry, now);
+        self.control.expire_idle(self.poll.registry(), now);
         self.sources
             .retain(|t, s| !matches!(s, Source::Conn) || self.control.owns(*t));
     }
@@ -882,11 +880,11 @@ impl Agent {
             chunk.push_str(l);
             chunk.push('\n');
         }
-        let registry = self.poll.registry().try_clone().expect("registry clone");
         for t in followers {
             self.control
-                .send(&registry, t, &[format!("body +{}", chunk.len())]);
-            self.control.send_bytes(&registry, t, chunk.as_bytes());
+                .send(self.poll.registry(), t, &[format!("body +{}", chunk.len())]);
+            self.control
+                .send_bytes(self.poll.registry(), t, chunk.as_bytes());
         }
     }
 }

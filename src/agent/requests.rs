@@ -27,8 +27,7 @@ const DEFAULT_LOG_LINES: usize = 50;
 
 impl Agent {
     pub(super) fn on_connection(&mut self, t: Token, now: Instant) {
-        let registry = self.poll.registry().try_clone().expect("registry clone");
-        let mut inputs = self.control.on_event(&registry, t, now);
+        let mut inputs = self.control.on_event(self.poll.registry(), t, now);
         while !inputs.is_empty() {
             for input in inputs {
                 match input {
@@ -49,9 +48,8 @@ impl Agent {
 
     /// Send the whole answer and go back to reading.
     pub(super) fn reply(&mut self, t: Token, lines: Vec<String>) {
-        let registry = self.poll.registry().try_clone().expect("registry clone");
-        self.control.send(&registry, t, &lines);
-        self.control.finish(&registry, t);
+        self.control.send(self.poll.registry(), t, &lines);
+        self.control.finish(self.poll.registry(), t);
     }
 
     fn handle_request(&mut self, t: Token, req: Request, now: Instant) {
@@ -284,13 +282,13 @@ impl Agent {
             text.push_str(&l);
             text.push('\n');
         }
-        let registry = self.poll.registry().try_clone().expect("registry clone");
         let mut out = Vec::new();
         if !text.is_empty() {
             out.push(format!("body +{}", text.len()));
         }
-        self.control.send(&registry, t, &out);
-        self.control.send_bytes(&registry, t, text.as_bytes());
+        self.control.send(self.poll.registry(), t, &out);
+        self.control
+            .send_bytes(self.poll.registry(), t, text.as_bytes());
         if follow {
             self.control.set_mode(
                 t,

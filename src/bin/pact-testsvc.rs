@@ -14,6 +14,7 @@
 //!   --orphans N         make N orphans that exit at once (for the reaper)
 //!   --http PORT         answer HTTP 200 on 127.0.0.1:PORT
 //!   --tcp PORT          accept and close TCP on 127.0.0.1:PORT
+//!   --serve-secs SECS   stop answering (close the listener) after SECS
 //!   --alloc-mb N        allocate and touch N MiB (1 MiB per 10 ms)
 //!   --forks N           try to fork N sleeping children; print how many worked
 
@@ -37,6 +38,7 @@ struct Opts {
     orphans: u32,
     http: Option<u16>,
     tcp: Option<u16>,
+    serve_secs: Option<f64>,
     alloc_mb: u64,
     forks: u32,
 }
@@ -62,6 +64,7 @@ fn parse() -> Result<Opts, lexopt::Error> {
             Long("orphans") => o.orphans = p.value()?.parse()?,
             Long("http") => o.http = Some(p.value()?.parse()?),
             Long("tcp") => o.tcp = Some(p.value()?.parse()?),
+            Long("serve-secs") => o.serve_secs = Some(p.value()?.parse()?),
             Long("alloc-mb") => o.alloc_mb = p.value()?.parse()?,
             Long("forks") => o.forks = p.value()?.parse()?,
             _ => return Err(arg.unexpected()),
@@ -102,9 +105,12 @@ fn main() {
     }
     if let Some(port) = o.http.or(o.tcp) {
         let http = o.http.is_some();
+        let until = o
+            .serve_secs
+            .map(|s| std::time::Instant::now() + Duration::from_secs_f64(s));
         match std::net::TcpListener::bind(("127.0.0.1", port)) {
             Ok(l) => {
-                std::thread::spawn(move || serve(l, http));
+                std::thread::spawn(move || serve(l, http, until));
             }
             Err(e) => {
                 eprintln!("pact-testsvc: bind {port}: {e}");
@@ -252,12 +258,27 @@ fn notify(o: &Opts) {
     }
 }
 
-fn serve(l: std::net::TcpListener, http: bool) {
-    for mut s in l.incoming().flatten() {
-        if http {
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
-            let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+fn serve(l: std::net::TcpListener, http: bool, until: Option<std::time::Instant>) {
+    if until.is_some() {
+        let _ = l.set_nonblocking(true);
+    }
+    loop {
+        if until.is_some_and(|t| std::time::Instant::now() >= t) {
+            return; // dropping the listener: connections are refused from now on
+        }
+        match l.accept() {
+            Ok((mut s, _)) => {
+                let _ = s.set_nonblocking(false);
+                if http {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf);
+                    let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(_) => return,
         }
     }
 }

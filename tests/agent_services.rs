@@ -1,0 +1,284 @@
+//! The agent as a plain process (not PID 1): readiness modes and the
+//! readiness gate, health checks, exec failures, orphan reaping as a
+//! subreaper, and a control socket that must survive bad input.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use common::*;
+
+const S: Duration = Duration::from_secs(1);
+
+fn port(offset: u16) -> u16 {
+    20_000 + (std::process::id() % 20_000) as u16 + offset
+}
+
+#[test]
+fn readiness_modes_gate_dependents_and_the_node() {
+    if skip("readiness_modes_gate_dependents_and_the_node") {
+        return;
+    }
+    let svc = services(&[
+        ("notifier", "args = [\"--notify\", \"--status\", \"warming up\", \"--ready-delay\", \"0.4\"]\nready = \"notify\"\norder = 1"),
+        ("fdready", "args = [\"--ready-fd\", \"--ready-delay\", \"0.2\"]\nready = \"fd\"\norder = 2"),
+        ("dependent", "depends_on = [\"notifier\", \"fdready\"]\norder = 0"),
+    ]);
+    let node = Node::start("readiness", &svc, "", false);
+    // Not ready yet: no file, no socket.
+    assert_eq!(node.state("dependent"), "stopped");
+    assert!(!node.ready_file().exists());
+    assert!(UnixStream::connect(node.dir.join("run/ready.sock")).is_err());
+    node.wait_state("dependent", "running", 5 * S);
+    assert_eq!(
+        node.service_field("notifier", "status").as_deref(),
+        Some("warming up")
+    );
+    node.wait_for(2 * S, "ready file", || node.ready_file().exists());
+    let mut s = UnixStream::connect(node.dir.join("run/ready.sock")).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "ready\n");
+    let st = node.call("status");
+    assert_eq!(st.records[0].get("state"), Some("ready"));
+}
+
+#[test]
+fn never_ready_service_does_not_hang_the_boot() {
+    if skip("never_ready_service_does_not_hang_the_boot") {
+        return;
+    }
+    let svc = services(&[
+        ("silent", "ready = \"notify\"\nstart_timeout_seconds = 0.5\nstop_timeout_seconds = 0.5\nrestart_delay_seconds = 0"),
+        ("after", "depends_on = [\"silent\"]"),
+    ]);
+    let node = Node::start("neverready", &svc, "crash_loop_max = 2", false);
+    node.wait_state("silent", "failed", 10 * S);
+    let reason = node.service_field("silent", "reason").unwrap();
+    assert!(
+        reason.contains("crash loop") && reason.contains("not ready within"),
+        "{reason}"
+    );
+    node.wait_for(2 * S, "stalled", || {
+        node.call("status").records[0].get("state") == Some("stalled")
+    });
+    assert!(!node.ready_file().exists());
+    assert!(node
+        .log()
+        .contains("boot stalled: failed service(s): silent"));
+}
+
+#[test]
+fn http_and_tcp_health_checks() {
+    if skip("http_and_tcp_health_checks") {
+        return;
+    }
+    let (p1, p2) = (port(0), port(1));
+    let svc = services(&[
+        (
+            "web",
+            &format!(
+                "args = [\"--http\", \"{p1}\"]\nhealth_check = {{ type = \"http\", url = \"http://127.0.0.1:{p1}/health\", interval_seconds = 0.2 }}"
+            ),
+        ),
+        (
+            "flaky",
+            &format!(
+                "args = [\"--tcp\", \"{p2}\", \"--serve-secs\", \"1\"]\nrestart_delay_seconds = 0\nhealth_check = {{ type = \"tcp\", port = {p2}, interval_seconds = 0.2, failure_threshold = 2 }}"
+            ),
+        ),
+        ("needs_web", "depends_on = [\"web\"]"),
+    ]);
+    let node = Node::start("health", &svc, "", false);
+    node.wait_state("needs_web", "running", 5 * S);
+    assert_eq!(
+        node.service_field("web", "health").as_deref(),
+        Some("healthy")
+    );
+    // flaky stops answering after 1 s: two failed checks, then a restart.
+    node.wait_for(10 * S, "flaky restarted", || {
+        node.service_field("flaky", "restarts")
+            .and_then(|r| r.parse::<u32>().ok())
+            .unwrap_or(0)
+            >= 1
+    });
+    assert!(
+        node.log().contains("flaky: health check failed (2/2)"),
+        "{}",
+        node.log()
+    );
+    assert_eq!(node.service_field("web", "restarts").as_deref(), Some("0"));
+}
+
+#[test]
+fn exec_failure_marks_the_service_failed() {
+    if skip("exec_failure_marks_the_service_failed") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("pact-test-vanishing-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("svc");
+    std::fs::copy(TESTSVC, &copy).unwrap();
+    let svc = format!(
+        "[vcluster.test.services.vanishing]\nbinary = \"{}\"\nrestart_delay_seconds = 0\n",
+        copy.display()
+    );
+    let node = Node::start("vanish", &svc, "", false);
+    node.wait_state("vanishing", "running", 5 * S);
+    std::fs::remove_file(&copy).unwrap();
+    let host = node.scope_pids("vanishing")[0];
+    // SAFETY: killing this test's service.
+    unsafe { libc::kill(host, libc::SIGKILL) };
+    node.wait_state("vanishing", "failed", 5 * S);
+    let reason = node.service_field("vanishing", "reason").unwrap();
+    assert!(reason.contains("No such file"), "{reason}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn subreaper_reaps_orphans_when_not_pid1() {
+    if skip("subreaper_reaps_orphans_when_not_pid1") {
+        return;
+    }
+    let node = Node::start(
+        "subreaper",
+        &services(&[("spawner", "args = [\"--orphans\", \"200\"]")]),
+        "",
+        false,
+    );
+    node.wait_for(30 * S, "orphans reaped", || {
+        node.call("status").records[0]
+            .get("orphans_reaped")
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+            >= 200
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(zombie_children(node.agent_pid()), 0);
+}
+
+/// Send raw bytes, read until the server closes or `n` final lines came.
+fn raw(node: &Node, bytes: &[u8], finals: usize) -> Vec<String> {
+    let mut s = UnixStream::connect(node.socket()).unwrap();
+    s.set_read_timeout(Some(5 * S)).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = String::new();
+    let mut buf = [0u8; 4096];
+    let mut lines = Vec::new();
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+        lines = out.lines().map(str::to_string).collect::<Vec<_>>();
+        if lines
+            .iter()
+            .filter(|l| l.starts_with("ok") || l.starts_with("err"))
+            .count()
+            >= finals
+        {
+            break;
+        }
+    }
+    lines
+}
+
+#[test]
+fn control_socket_survives_bad_input() {
+    if skip("control_socket_survives_bad_input") {
+        return;
+    }
+    let node = Node::start(
+        "badinput",
+        &services(&[("a", "")]),
+        "[agent.control]\nmax_line = 256\nmax_body = 1024",
+        false,
+    );
+    node.wait_state("a", "running", 5 * S);
+    // Unknown verb, bad quoting, a length lie: each an error, the
+    // connection goes on and later requests are answered in order.
+    let out = raw(
+        &node,
+        b"frobnicate\nservice status \"a\nservice status a +99999999\nservice status a +12x\nhello\n",
+        5,
+    );
+    let finals: Vec<&String> = out
+        .iter()
+        .filter(|l| l.starts_with("ok") || l.starts_with("err"))
+        .collect();
+    assert!(finals[0].starts_with("err 3 unknown request"), "{out:?}");
+    assert!(finals[1].starts_with("err 3 bad quoting"), "{out:?}");
+    assert!(
+        finals[2].starts_with("err 3 body of 99999999 bytes exceeds"),
+        "{out:?}"
+    );
+    assert!(finals[3].starts_with("err 3 bad body length"), "{out:?}");
+    assert!(finals[4].starts_with("ok name=pact-agent"), "{out:?}");
+    // An over-long line loses framing: one error, then the server closes.
+    let mut long = vec![b'x'; 1000];
+    long.push(b'\n');
+    let out = raw(&node, &long, 1);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(
+        out[0].starts_with("err 3 request line longer than 256 bytes"),
+        "{out:?}"
+    );
+    // Not UTF-8.
+    let out = raw(&node, b"service \xff\xfe\n", 1);
+    assert!(
+        out[0].starts_with("err 3 request is not valid UTF-8"),
+        "{out:?}"
+    );
+    // Pipelined requests are answered in order.
+    let out = raw(&node, b"service status a\nservice status zz\nhello\n", 3);
+    let finals: Vec<&String> = out
+        .iter()
+        .filter(|l| l.starts_with("ok") || l.starts_with("err"))
+        .collect();
+    assert_eq!(finals.len(), 3, "{out:?}");
+    assert!(
+        finals[0] == "ok"
+            && finals[1].starts_with("err 3 unknown service")
+            && finals[2].starts_with("ok name=")
+    );
+    // The agent is unharmed.
+    assert_eq!(node.state("a"), "running");
+}
+
+#[test]
+fn logs_follow_streams_new_output() {
+    if skip("logs_follow_streams_new_output") {
+        return;
+    }
+    let node = Node::start(
+        "follow",
+        &services(&[(
+            "talker",
+            "args = [\"--print\", \"tick\", \"--print-every\", \"0.1\"]",
+        )]),
+        "",
+        false,
+    );
+    node.wait_state("talker", "running", 5 * S);
+    let mut s = UnixStream::connect(node.socket()).unwrap();
+    s.set_read_timeout(Some(5 * S)).unwrap();
+    s.write_all(b"service logs talker lines=1 follow=true\n")
+        .unwrap();
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while got.matches("tick ").count() < 3 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(got.starts_with("body +"), "{got}");
+    s.write_all(b"cancel\n").unwrap();
+    let mut rest = String::new();
+    while !rest.contains("\nok\n") && !rest.starts_with("ok\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0);
+        rest.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
