@@ -65,9 +65,24 @@ fn never_ready_service_does_not_hang_the_boot() {
         node.call("status").records[0].get("state") == Some("stalled")
     });
     assert!(!node.ready_file().exists());
-    assert!(node
-        .log()
-        .contains("boot stalled: failed service(s): silent"));
+    let st = node.call("status");
+    assert_eq!(st.records[0].get("boot_phase"), Some("start_services"));
+    assert!(
+        node.log()
+            .contains("start_services failed: failed service(s): silent"),
+        "{}",
+        node.log()
+    );
+    assert!(
+        node.log().contains("start_services will be retried in 1s"),
+        "{}",
+        node.log()
+    );
+    // The boot retries: the failed service gets another chance.
+    node.wait_for(5 * S, "a StartServices retry", || {
+        node.log().contains("silent: retrying after failure")
+    });
+    assert!(!node.ready_file().exists());
 }
 
 #[test]
@@ -281,4 +296,47 @@ fn logs_follow_streams_new_output() {
         assert!(n > 0);
         rest.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
+}
+
+#[test]
+fn watchdog_is_petted_by_the_loop_and_disarmed_at_shutdown() {
+    if skip("watchdog_is_petted_by_the_loop_and_disarmed_at_shutdown") {
+        return;
+    }
+    // A plain file stands in for /dev/watchdog: the ioctls fail (and are
+    // logged), the pets and the magic close are visible as bytes.
+    let dir = std::env::temp_dir().join(format!("pact-test-wdt-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dev = dir.join("watchdog");
+    std::fs::write(&dev, "").unwrap();
+    let extra = format!(
+        "\n[agent.watchdog]\nforce = true\ntimeout_seconds = 2\ndevice = \"{}\"\n",
+        dev.display()
+    );
+    let mut node = Node::start("wdtfile", &services(&[("a", "")]), &extra, false);
+    node.wait_state("a", "running", 5 * S);
+    std::thread::sleep(Duration::from_millis(1500));
+    let pets = std::fs::read_to_string(&dev).unwrap();
+    assert!(
+        pets.len() >= 3 && pets.chars().all(|c| c == 'k'),
+        "{pets:?}"
+    );
+    let st = node.call("status");
+    assert!(
+        st.records[0]
+            .get("watchdog_pets")
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+            >= 3
+    );
+    node.signal(libc::SIGTERM);
+    node.wait_exit(10 * S);
+    let bytes = std::fs::read_to_string(&dev).unwrap();
+    assert!(bytes.ends_with('V'), "no magic close: {bytes:?}");
+    assert!(
+        node.log().contains("shutdown: cannot re-arm to 600s"),
+        "{}",
+        node.log()
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

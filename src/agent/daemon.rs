@@ -24,14 +24,17 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use super::boot::BootSequence;
 use super::cgroup::CgroupTree;
 use super::control::ControlServer;
 use super::health::{Outcome, Probe};
 use super::logs::LogStore;
 use super::notify::{Notice, NotifySocket};
+use super::phases::CgroupChoice;
 use super::signals::SignalFd;
 use super::spawn::{spawn_service, Placement};
 use super::supervisor::{Action, Supervisor};
+use super::watchdog::Watchdog;
 use super::{pid1, readiness};
 use crate::config::agent::AgentConfig;
 use crate::config::services::{ReadyMode, ServiceSet};
@@ -107,6 +110,12 @@ pub struct Agent {
     pub(super) waiters: Vec<Waiter>,
     ready_listener: Option<mio::net::UnixListener>,
     pub(super) started: Instant,
+    /// Kernel uptime (CLOCK_BOOTTIME) when the agent started, in ms.
+    pub(super) kernel_ms_at_start: f64,
+    pub(super) boot: BootSequence,
+    pub(super) cgroup_choice: CgroupChoice,
+    pub(super) watchdog: Option<Watchdog>,
+    pub(super) watchdog_missing_logged: bool,
     pub(super) ready_at: Option<Instant>,
     pub(super) stalled: Option<Vec<String>>,
     wall_anchor: (Instant, SystemTime),
@@ -118,14 +127,13 @@ pub struct Agent {
 }
 
 impl Agent {
-    #[allow(clippy::too_many_arguments)]
+    /// Everything set up that the loop needs; the boot phases do the rest.
     pub fn new(
         cfg: AgentConfig,
         pid1: bool,
         started: Instant,
-        services: ServiceSet,
         services_file: Option<PathBuf>,
-        cgroups: Option<CgroupTree>,
+        cgroup_choice: CgroupChoice,
         signals: SignalFd,
         control: ControlServer,
     ) -> io::Result<Agent> {
@@ -135,23 +143,16 @@ impl Agent {
             .register(&mut SourceFd(&signals.raw()), SIGNALS, Interest::READABLE)?;
         poll.registry()
             .register(&mut control.listener, CONTROL, Interest::READABLE)?;
-        let inotify = match &cgroups {
-            Some(_) => {
-                let fd = rustix::fs::inotify::init(
-                    rustix::fs::inotify::CreateFlags::CLOEXEC
-                        | rustix::fs::inotify::CreateFlags::NONBLOCK,
-                )?;
-                poll.registry().register(
-                    &mut SourceFd(&fd.as_raw_fd()),
-                    INOTIFY,
-                    Interest::READABLE,
-                )?;
-                Some(fd)
-            }
-            None => None,
-        };
+        let inotify = rustix::fs::inotify::init(
+            rustix::fs::inotify::CreateFlags::CLOEXEC | rustix::fs::inotify::CreateFlags::NONBLOCK,
+        )?;
+        poll.registry().register(
+            &mut SourceFd(&inotify.as_raw_fd()),
+            INOTIFY,
+            Interest::READABLE,
+        )?;
         let tun = super::tunables(&cfg);
-        let sup = Supervisor::new(tun, &services, started);
+        let sup = Supervisor::new(tun, &ServiceSet::default(), started);
         let logs = LogStore::new(
             &cfg.log_dir(),
             cfg.logs.max_bytes.0,
@@ -164,12 +165,12 @@ impl Agent {
             cfg,
             pid1,
             sup,
-            services,
+            services: ServiceSet::default(),
             services_file,
-            cgroups,
+            cgroups: None,
             signals,
             control,
-            inotify,
+            inotify: Some(inotify),
             watches: HashMap::new(),
             scopes: HashMap::new(),
             pgids: HashMap::new(),
@@ -181,6 +182,11 @@ impl Agent {
             waiters: Vec::new(),
             ready_listener: None,
             started,
+            kernel_ms_at_start: boottime_ms(),
+            boot: BootSequence::new(started),
+            cgroup_choice,
+            watchdog: None,
+            watchdog_missing_logged: false,
             ready_at: None,
             stalled: None,
             wall_anchor: (Instant::now(), SystemTime::now()),
@@ -190,6 +196,11 @@ impl Agent {
             orphans_reaped: 0,
             stall_hook,
         })
+    }
+
+    /// The watchdog, for the last steps of a PID-1 shutdown.
+    pub fn take_watchdog(&mut self) -> Option<Watchdog> {
+        self.watchdog.take()
     }
 
     pub(super) fn token(&mut self) -> Token {
@@ -210,8 +221,8 @@ impl Agent {
     /// Run until shutdown completes; returns what to do then.
     pub fn run(&mut self) -> ExitPlan {
         let now = Instant::now();
-        let actions = self.sup.start_all(now);
-        self.perform(now, actions);
+        self.open_watchdog(now);
+        self.drive_boot(now);
         let mut events = Events::with_capacity(256);
         loop {
             let timeout = self
@@ -235,6 +246,7 @@ impl Agent {
             }
             self.guarded(|a| a.on_timers(Instant::now()));
             self.guarded(|a| a.check_waiters(Instant::now()));
+            self.guarded(|a| a.drive_boot(Instant::now()));
             if let Some(plan) = self.exit.take() {
                 return plan;
             }
@@ -271,6 +283,10 @@ impl Agent {
             self.probes.values().map(|p| p.deadline).min(),
             self.waiters.iter().map(|w| w.deadline).min(),
             self.control.next_deadline(),
+            self.boot.next_deadline(),
+            self.watchdog
+                .as_ref()
+                .and_then(|w| w.schedule.next_deadline()),
         ]
         .into_iter()
         .flatten()
@@ -336,6 +352,12 @@ impl Agent {
 
     pub(super) fn begin_shutdown(&mut self, now: Instant, reboot: bool) {
         self.reboot_requested |= reboot;
+        if !self.sup.is_shutting_down() {
+            let t = self.cfg.watchdog.shutdown_timeout_seconds;
+            if let Some(wd) = &mut self.watchdog {
+                wd.arm_for_shutdown(t, now);
+            }
+        }
         let actions = self.sup.shutdown(now);
         self.perform(now, actions);
     }
@@ -386,16 +408,14 @@ impl Agent {
                 }
                 Action::Probe { service } => self.start_probe(now, &service),
                 Action::BootReady => {
-                    self.on_boot_ready(now);
+                    self.stalled = None;
+                    self.boot_services_settled(now, None);
                     vec![]
                 }
                 Action::BootStalled { failed } => {
-                    log::error!(
-                        target: "agent::loop",
-                        "boot stalled: failed service(s): {}; the node is not ready",
-                        failed.join(", ")
-                    );
-                    self.stalled = Some(failed);
+                    log::error!(target: "agent::loop", "services failed to start: {}", failed.join(", "));
+                    self.stalled = Some(failed.clone());
+                    self.boot_services_settled(now, Some(failed));
                     vec![]
                 }
                 Action::ShutdownComplete => {
@@ -811,6 +831,7 @@ impl Agent {
     }
 
     fn on_timers(&mut self, now: Instant) {
+        self.pet_watchdog(now);
         if self.sup.next_deadline().is_some_and(|d| d <= now) {
             let actions = self.sup.on_timer(now);
             self.perform(now, actions);
@@ -831,18 +852,7 @@ impl Agent {
             .retain(|t, s| !matches!(s, Source::Conn) || self.control.owns(*t));
     }
 
-    fn on_boot_ready(&mut self, now: Instant) {
-        self.ready_at = Some(now);
-        self.stalled = None;
-        let ms = now.saturating_duration_since(self.started).as_secs_f64() * 1000.0;
-        log::info!(
-            target: "agent::loop",
-            "node ready: {} service(s) running, {ms:.1} ms after agent start",
-            self.sup.records().len()
-        );
-        if let Err(e) = readiness::mark_ready(&self.cfg.ready_file()) {
-            log::warn!(target: "agent::loop", "cannot write {}: {e}", self.cfg.ready_file().display());
-        }
+    pub(super) fn bind_ready_socket(&mut self) {
         match readiness::bind(&self.cfg.ready_socket()) {
             Ok(mut l) => {
                 if self
@@ -887,6 +897,19 @@ impl Agent {
                 .send_bytes(self.poll.registry(), t, chunk.as_bytes());
         }
     }
+}
+
+/// CLOCK_BOOTTIME in milliseconds: time since the kernel started.
+fn boottime_ms() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 * 1000.0 + ts.tv_nsec as f64 / 1e6
 }
 
 impl Drop for Agent {

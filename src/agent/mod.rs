@@ -5,23 +5,25 @@
 //! [`daemon::Agent::run`], the single event loop. The supervision logic is
 //! the sans-IO [`supervisor::Supervisor`].
 
+pub mod boot;
 pub mod cgroup;
 pub mod control;
 pub mod daemon;
+pub mod hardware;
 pub mod health;
 pub mod logs;
 pub mod notify;
+mod phases;
 pub mod pid1;
 pub mod readiness;
 mod requests;
 pub mod signals;
 pub mod spawn;
 pub mod supervisor;
+pub mod watchdog;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-use hpc_node::CgroupManager;
 
 use crate::config::agent::{AgentConfig, AgentFile};
 use crate::config::services::{CheckEnv, ServiceSet};
@@ -196,8 +198,12 @@ pub fn main() -> i32 {
     }
     readiness::clear(&cfg.ready_file(), &cfg.ready_socket());
 
-    let cgroups = open_cgroups(&cfg, args.cgroup_root.as_deref());
-    let (services, services_file) = load_services(&cfg);
+    let cgroup_choice = match args.cgroup_root.as_deref() {
+        None => phases::CgroupChoice::Config,
+        Some("none") => phases::CgroupChoice::Disabled,
+        Some(r) => phases::CgroupChoice::Root(PathBuf::from(r)),
+    };
+    let services_file = cfg.services_file.clone();
     let control = match bind_control(&cfg, pid1) {
         Ok(c) => c,
         Err(e) => {
@@ -209,9 +215,8 @@ pub fn main() -> i32 {
         cfg,
         pid1,
         started,
-        services,
         services_file,
-        cgroups,
+        cgroup_choice,
         signals,
         control,
     ) {
@@ -222,11 +227,25 @@ pub fn main() -> i32 {
         }
     };
     let plan = agent.run();
+    let watchdog = agent.take_watchdog();
     drop(agent);
     match plan {
-        ExitPlan::Exit(code) => code,
+        ExitPlan::Exit(code) => {
+            if let Some(wd) = watchdog {
+                wd.disarm();
+            }
+            code
+        }
         ExitPlan::PowerOff | ExitPlan::Reboot => {
-            let e = pid1::final_shutdown(plan == ExitPlan::Reboot, Duration::from_secs(5));
+            let e = pid1::final_shutdown(
+                plan == ExitPlan::Reboot,
+                Duration::from_secs(5),
+                move || {
+                    if let Some(wd) = watchdog {
+                        wd.disarm();
+                    }
+                },
+            );
             log::error!(target: "agent", "reboot(2) failed: {e}");
             fatal(true, 1)
         }
@@ -306,72 +325,6 @@ fn check(cfg: &AgentConfig) -> i32 {
             }
         },
     }
-}
-
-fn open_cgroups(cfg: &AgentConfig, override_root: Option<&str>) -> Option<cgroup::CgroupTree> {
-    let root = match override_root {
-        Some("none") => {
-            log::warn!(target: "agent::cgroup", "running without cgroups (--cgroup-root none): an escaped grandchild survives its service");
-            return None;
-        }
-        Some(r) => PathBuf::from(r),
-        None => cfg.supervisor.cgroup_root.clone(),
-    };
-    let tree = match cgroup::CgroupTree::open(&root) {
-        Ok(t) => t,
-        Err(e) => {
-            log::warn!(
-                target: "agent::cgroup",
-                "no usable cgroup v2 tree at {}: {e}; services run in process groups (an escaped grandchild survives its service)",
-                root.display()
-            );
-            return None;
-        }
-    };
-    if let Err(e) = tree.create_hierarchy() {
-        log::warn!(target: "agent::cgroup", "cannot create the slice hierarchy under {}: {e}", root.display());
-        return None;
-    }
-    let missing: Vec<&str> = ["cpu", "io", "memory", "pids"]
-        .into_iter()
-        .filter(|c| !tree.controllers().iter().any(|x| x == c))
-        .collect();
-    log::info!(
-        target: "agent::cgroup",
-        "cgroup v2 at {}: controllers [{}]{}, cgroup.kill {}",
-        root.display(),
-        tree.controllers().join(" "),
-        if missing.is_empty() { String::new() } else { format!(", missing [{}]", missing.join(" ")) },
-        if tree.has_kill() { "yes" } else { "no (freeze and SIGKILL instead)" }
-    );
-    Some(tree)
-}
-
-/// The declarations to start with: the services file, or the cached copy
-/// of the last good one when the file is missing or bad.
-fn load_services(cfg: &AgentConfig) -> (ServiceSet, Option<PathBuf>) {
-    let cached = cfg.cached_services();
-    let env = CheckEnv::default();
-    if let Some(path) = &cfg.services_file {
-        match ServiceSet::load(path, cfg.vcluster.as_deref(), &env) {
-            Ok(set) => {
-                cache_services(path, &cached);
-                return (set, Some(path.clone()));
-            }
-            Err(e) => log::error!(target: "agent", "{e}"),
-        }
-    }
-    if cached.exists() {
-        match ServiceSet::load(&cached, cfg.vcluster.as_deref(), &env) {
-            Ok(set) => {
-                log::warn!(target: "agent", "using the cached declarations {}", cached.display());
-                return (set, cfg.services_file.clone());
-            }
-            Err(e) => log::error!(target: "agent", "cached declarations unusable: {e}"),
-        }
-    }
-    log::warn!(target: "agent", "no service declarations: supervising nothing");
-    (ServiceSet::default(), cfg.services_file.clone())
 }
 
 fn bind_control(cfg: &AgentConfig, pid1: bool) -> std::io::Result<control::ControlServer> {

@@ -135,7 +135,7 @@ pub fn reap() -> Vec<(u32, rustix::process::WaitStatus)> {
 
 /// The end of PID 1: SIGTERM to everything left, SIGKILL after `grace`,
 /// reap, sync, then reboot(2). Never returns when it succeeds.
-pub fn final_shutdown(reboot: bool, grace: Duration) -> io::Error {
+pub fn final_shutdown(reboot: bool, grace: Duration, before_reboot: impl FnOnce()) -> io::Error {
     let everyone = |sig| {
         // SAFETY: kill(-1, sig) takes plain integers; as PID 1 it signals
         // every other process of the namespace and never the caller.
@@ -146,6 +146,7 @@ pub fn final_shutdown(reboot: bool, grace: Duration) -> io::Error {
     everyone(libc::SIGKILL);
     reap_until_none_left(Instant::now() + Duration::from_secs(2));
     rustix::fs::sync();
+    before_reboot();
     let cmd = if reboot {
         rustix::system::RebootCommand::Restart
     } else {

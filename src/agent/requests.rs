@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use mio::Token;
 
+use super::boot::{BootState, Phase};
 use super::control::{Input, Mode};
 use super::daemon::{Agent, Waiter};
 use super::supervisor::{CommandError, Record, State};
@@ -326,8 +327,19 @@ impl Agent {
         }
         log::info!(target: "agent::loop", "reloaded {}: {added} added, {changed} changed, {removed} removed", path.display());
         self.services = set.clone();
-        let actions = self.sup.replace(now, &set);
-        self.perform(now, actions);
+        // Before StartServices the boot will start them; after, apply now.
+        let started = self.boot.done(Phase::PullOverlay)
+            && !matches!(
+                self.boot.state,
+                BootState::Pending {
+                    phase: Phase::StartServices,
+                    ..
+                }
+            );
+        if started {
+            let actions = self.sup.replace(now, &set);
+            self.perform(now, actions);
+        }
         Ok(Rec::new()
             .field("added", added)
             .field("changed", changed)
@@ -340,6 +352,8 @@ impl Agent {
         let failed = recs.iter().filter(|r| r.state == State::Failed).count();
         let state = if self.sup.is_shutting_down() {
             "stopping"
+        } else if self.boot.is_failed() {
+            "boot_failed"
         } else if self.ready_at.is_some() {
             "ready"
         } else if self.stalled.is_some() {
@@ -377,6 +391,28 @@ impl Agent {
                     r.saturating_duration_since(self.started).as_secs_f64() * 1000.0
                 ),
             );
+        }
+        rec.push("boot_phase", self.boot.current());
+        for (phase, at) in &self.boot.completed {
+            rec.push(
+                &format!("{}_ms", phase.as_str()),
+                format!("{:.1}", at.as_secs_f64() * 1000.0),
+            );
+        }
+        rec.push(
+            "kernel_ms_at_start",
+            format!("{:.0}", self.kernel_ms_at_start),
+        );
+        if let Some(e) = &self.boot.last_error {
+            rec.push("boot_error", e);
+        }
+        match &self.watchdog {
+            Some(wd) => {
+                rec.push("watchdog", &wd.identity);
+                rec.push("watchdog_timeout_s", wd.timeout);
+                rec.push("watchdog_pets", wd.pets);
+            }
+            None => rec.push("watchdog", "none"),
         }
         match &self.cgroups {
             Some(cg) => {

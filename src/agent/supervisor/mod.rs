@@ -468,6 +468,26 @@ impl Supervisor {
         Ok(out)
     }
 
+    /// Give failed services another chance (a StartServices retry of the
+    /// boot): their counters are reset and a stalled boot may be reported
+    /// again.
+    pub fn retry_failed(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.shutting_down {
+            return out;
+        }
+        self.stalled_reported = false;
+        let failed: Vec<usize> = (0..self.records.len())
+            .filter(|&i| self.records[i].state == State::Failed && self.records[i].want)
+            .collect();
+        for i in failed {
+            log::info!(target: "agent::supervisor", "{}: retrying after failure", self.records[i].spec.name);
+            self.want_with_dependencies(now, i);
+        }
+        self.reconcile(now, &mut out);
+        out
+    }
+
     /// Ordered shutdown: stop everything, one service at a time, in reverse
     /// start order; `ShutdownComplete` once all scopes are empty.
     pub fn shutdown(&mut self, now: Instant) -> Vec<Action> {

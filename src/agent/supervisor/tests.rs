@@ -687,3 +687,28 @@ fn idle_supervisor_sleeps() {
         .collect();
     assert!(names.values().all(|s| *s == State::Running));
 }
+
+#[test]
+fn retry_failed_gives_another_chance_and_reports_again() {
+    let mut sim = Sim::new(vec![spec("a", 0, &[])]);
+    sim.fail_spawn.insert("a".into());
+    sim.start();
+    assert_eq!(sim.state("a"), State::Failed);
+    let stalls = |sim: &Sim| {
+        sim.log
+            .iter()
+            .filter(|(_, a)| matches!(a, Action::BootStalled { .. }))
+            .count()
+    };
+    assert_eq!(stalls(&sim), 1);
+    // Still failing: reported stalled again after the retry.
+    let a = sim.sup.retry_failed(sim.now);
+    sim.apply(a);
+    assert_eq!(stalls(&sim), 2);
+    // Now it works: the boot becomes ready.
+    sim.fail_spawn.clear();
+    let a = sim.sup.retry_failed(sim.now);
+    sim.apply(a);
+    assert_eq!(sim.state("a"), State::Running);
+    assert!(sim.has(&Action::BootReady));
+}

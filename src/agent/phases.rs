@@ -1,0 +1,285 @@
+//! Running the boot phases of [`super::boot`] on the agent: what each
+//! phase does, and the watchdog that is petted throughout.
+
+use std::time::Instant;
+
+use hpc_node::CgroupManager;
+
+use super::boot::{BootAction, Phase};
+use super::daemon::Agent;
+use super::watchdog::Watchdog;
+use super::{cgroup, hardware, readiness};
+use crate::config::services::{CheckEnv, ServiceSet};
+
+/// How the cgroup root was chosen on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupChoice {
+    /// From the configuration.
+    Config,
+    /// `--cgroup-root DIR`.
+    Root(std::path::PathBuf),
+    /// `--cgroup-root none`: process groups only.
+    Disabled,
+}
+
+impl Agent {
+    /// Run every phase that is due; called after each loop iteration.
+    pub(super) fn drive_boot(&mut self, now: Instant) {
+        if self.sup.is_shutting_down() {
+            return;
+        }
+        while let Some(BootAction::Run(phase)) = self.boot.poll(now) {
+            let attempt = match &self.boot.state {
+                super::boot::BootState::Running { attempt, .. } => *attempt,
+                _ => 1,
+            };
+            if attempt > 1 {
+                log::info!(target: "agent::boot", "{}: try {attempt}", phase.as_str());
+            }
+            match phase {
+                Phase::InitHardware => {
+                    let r = self.init_hardware(now);
+                    self.phase_done(now, phase, r);
+                }
+                Phase::ConfigureNetwork => {
+                    log::info!(target: "agent::boot", "configure_network: nothing to configure yet (the kernel command line or the image set up the network)");
+                    self.phase_done(now, phase, Ok(()));
+                }
+                Phase::LoadIdentity => {
+                    log::info!(target: "agent::boot", "load_identity: no identity provider configured yet; using none");
+                    self.phase_done(now, phase, Ok(()));
+                }
+                Phase::PullOverlay => {
+                    let r = self.pull_overlay();
+                    self.phase_done(now, phase, r);
+                }
+                Phase::StartServices => {
+                    // Completes when the supervisor reports BootReady (or
+                    // fails with BootStalled): see `boot_services_settled`.
+                    let actions = if attempt == 1 {
+                        let set = self.services.clone();
+                        self.sup.replace(now, &set)
+                    } else {
+                        self.sup.retry_failed(now)
+                    };
+                    self.perform(now, actions);
+                }
+                Phase::Ready => {
+                    self.on_boot_ready(now);
+                    self.phase_done(now, phase, Ok(()));
+                }
+            }
+        }
+    }
+
+    pub(super) fn phase_done(&mut self, now: Instant, phase: Phase, result: Result<(), String>) {
+        let ms = now.saturating_duration_since(self.started).as_secs_f64() * 1000.0;
+        match &result {
+            Ok(()) => log::info!(target: "agent::boot", "{} done at {ms:.1} ms", phase.as_str()),
+            Err(e) => log::error!(target: "agent::boot", "{} failed: {e}", phase.as_str()),
+        }
+        self.boot.on_result(now, phase, result);
+        if let super::boot::BootState::Failed { phase, reason } = &self.boot.state {
+            log::error!(
+                target: "agent::boot",
+                "BOOT FAILED in {} after {} tries: {reason}; the node stays up for diagnosis and is not ready",
+                phase.as_str(),
+                super::boot::MAX_TRIES
+            );
+        } else if let Some(d) = self.boot.next_deadline() {
+            log::warn!(
+                target: "agent::boot",
+                "{} will be retried in {:.0}s",
+                phase.as_str(),
+                d.saturating_duration_since(now).as_secs_f64()
+            );
+        }
+    }
+
+    /// The supervisor settled during StartServices.
+    pub(super) fn boot_services_settled(&mut self, now: Instant, failed: Option<Vec<String>>) {
+        match failed {
+            None => self.phase_done(now, Phase::StartServices, Ok(())),
+            Some(f) => self.phase_done(
+                now,
+                Phase::StartServices,
+                Err(format!("failed service(s): {}", f.join(", "))),
+            ),
+        }
+    }
+
+    /// Pseudo-filesystems are mounted before the loop starts; here: the
+    /// cgroup tree, kernel modules, sysctls, and the watchdog once its
+    /// driver is loaded.
+    fn init_hardware(&mut self, now: Instant) -> Result<(), String> {
+        if self.cgroups.is_none() {
+            self.cgroups = self.open_cgroups();
+        }
+        let dir = self
+            .cfg
+            .boot
+            .modules_dir
+            .clone()
+            .unwrap_or_else(hardware::default_modules_dir);
+        let loaded = hardware::load_modules(&self.cfg.boot.modules, &dir);
+        if let Ok(m) = &loaded {
+            if !m.is_empty() {
+                log::info!(target: "agent::boot", "loaded kernel modules: {}", m.join(" "));
+            }
+        }
+        // The watchdog driver may have come with those modules.
+        self.open_watchdog(now);
+        loaded?;
+        let n = hardware::apply_sysctls(&self.cfg.boot.sysctl)?;
+        if n > 0 {
+            log::info!(target: "agent::boot", "set {n} sysctl(s)");
+        }
+        Ok(())
+    }
+
+    fn open_cgroups(&self) -> Option<cgroup::CgroupTree> {
+        let root = match &self.cgroup_choice {
+            CgroupChoice::Disabled => {
+                log::warn!(target: "agent::cgroup", "running without cgroups (--cgroup-root none): an escaped grandchild survives its service");
+                return None;
+            }
+            CgroupChoice::Root(r) => r.clone(),
+            CgroupChoice::Config => self.cfg.supervisor.cgroup_root.clone(),
+        };
+        let tree = match cgroup::CgroupTree::open(&root) {
+            Ok(t) => t,
+            Err(e) => {
+                log::warn!(
+                    target: "agent::cgroup",
+                    "no usable cgroup v2 tree at {}: {e}; services run in process groups (an escaped grandchild survives its service)",
+                    root.display()
+                );
+                return None;
+            }
+        };
+        if let Err(e) = tree.create_hierarchy() {
+            log::warn!(target: "agent::cgroup", "cannot create the slice hierarchy under {}: {e}", root.display());
+            return None;
+        }
+        let missing: Vec<&str> = ["cpu", "io", "memory", "pids"]
+            .into_iter()
+            .filter(|c| !tree.controllers().iter().any(|x| x == c))
+            .collect();
+        log::info!(
+            target: "agent::cgroup",
+            "cgroup v2 at {}: controllers [{}]{}, cgroup.kill {}",
+            root.display(),
+            tree.controllers().join(" "),
+            if missing.is_empty() { String::new() } else { format!(", missing [{}]", missing.join(" ")) },
+            if tree.has_kill() { "yes" } else { "no (freeze and SIGKILL instead)" }
+        );
+        Some(tree)
+    }
+
+    /// The declarations to boot with: the services file, or the cached
+    /// copy of the last good one when the file is missing or bad. A bad
+    /// file with no cache fails the phase (it is retried).
+    fn pull_overlay(&mut self) -> Result<(), String> {
+        let cached = self.cfg.cached_services();
+        let env = CheckEnv::default();
+        let vc = self.cfg.vcluster.clone();
+        let mut error = None;
+        if let Some(path) = self.services_file.clone() {
+            match ServiceSet::load(&path, vc.as_deref(), &env) {
+                Ok(set) => {
+                    super::cache_services(&path, &cached);
+                    log::info!(target: "agent::boot", "pull_overlay: {} service(s) of vcluster {} from {}", set.services.len(), set.vcluster, path.display());
+                    self.services = set;
+                    return Ok(());
+                }
+                Err(e) => {
+                    log::error!(target: "agent::boot", "{e}");
+                    error = Some(e.to_string());
+                }
+            }
+        }
+        if cached.exists() {
+            match ServiceSet::load(&cached, vc.as_deref(), &env) {
+                Ok(set) => {
+                    log::warn!(target: "agent::boot", "pull_overlay: using the cached declarations {}", cached.display());
+                    self.services = set;
+                    return Ok(());
+                }
+                Err(e) => log::error!(target: "agent::boot", "cached declarations unusable: {e}"),
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => {
+                log::warn!(target: "agent::boot", "pull_overlay: no service declarations; supervising nothing");
+                self.services = ServiceSet::default();
+                Ok(())
+            }
+        }
+    }
+
+    /// Open the watchdog if this agent should use one and has none yet.
+    pub(super) fn open_watchdog(&mut self, now: Instant) {
+        let wanted = self.pid1 || self.cfg.watchdog.force;
+        if !wanted || self.watchdog.is_some() || self.sup.is_shutting_down() {
+            return;
+        }
+        match Watchdog::open(
+            &self.cfg.watchdog.device,
+            self.cfg.watchdog.timeout_seconds,
+            now,
+        ) {
+            Ok(Some(wd)) => {
+                log::info!(
+                    target: "agent::watchdog",
+                    "{} ({}) armed: timeout {}s, petted every {:.1}s",
+                    self.cfg.watchdog.device.display(),
+                    wd.identity,
+                    wd.timeout,
+                    wd.schedule.interval().as_secs_f64()
+                );
+                self.watchdog = Some(wd);
+            }
+            Ok(None) => {
+                if !self.watchdog_missing_logged {
+                    self.watchdog_missing_logged = true;
+                    log::warn!(
+                        target: "agent::watchdog",
+                        "no usable watchdog at {} (absent or busy); continuing without",
+                        self.cfg.watchdog.device.display()
+                    );
+                }
+            }
+            Err(e) => {
+                if !self.watchdog_missing_logged {
+                    self.watchdog_missing_logged = true;
+                    log::warn!(target: "agent::watchdog", "cannot open {}: {e}; continuing without", self.cfg.watchdog.device.display());
+                }
+            }
+        }
+    }
+
+    pub(super) fn pet_watchdog(&mut self, now: Instant) {
+        if let Some(wd) = &mut self.watchdog {
+            if wd.schedule.due(now) {
+                wd.pet(now);
+            }
+        }
+    }
+
+    /// The Ready phase: the gate for the workload manager.
+    pub(super) fn on_boot_ready(&mut self, now: Instant) {
+        self.ready_at = Some(now);
+        let ms = now.saturating_duration_since(self.started).as_secs_f64() * 1000.0;
+        log::info!(
+            target: "agent::boot",
+            "node ready: {} service(s) running, {ms:.1} ms after agent start, {:.1} ms after kernel start",
+            self.sup.records().len(),
+            self.kernel_ms_at_start + ms
+        );
+        if let Err(e) = readiness::mark_ready(&self.cfg.ready_file()) {
+            log::warn!(target: "agent::boot", "cannot write {}: {e}", self.cfg.ready_file().display());
+        }
+        self.bind_ready_socket();
+    }
+}
