@@ -132,7 +132,7 @@ impl Watchdog {
 
     /// Pet the device (any write but `V`).
     pub fn pet(&mut self, now: Instant) {
-        match self.file.write(b"k") {
+        match self.file.write_all(b"k") {
             Ok(_) => {
                 self.pets += 1;
                 self.schedule.petted(now);
@@ -160,7 +160,7 @@ impl Watchdog {
 
     /// The magic close: the driver disarms instead of resetting.
     pub fn disarm(mut self) {
-        match self.file.write(b"V") {
+        match self.file.write_all(b"V") {
             Ok(_) => log::info!(target: "agent::watchdog", "watchdog disarmed (magic close)"),
             Err(e) => log::warn!(target: "agent::watchdog", "magic close failed: {e}"),
         }
