@@ -340,3 +340,24 @@ fn watchdog_is_petted_by_the_loop_and_disarmed_at_shutdown() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn services_get_their_own_oom_score_adj() {
+    if skip("services_get_their_own_oom_score_adj") {
+        return;
+    }
+    // The agent protects itself (-1000 as PID 1); its services must not
+    // inherit that, or the OOM killer could never act inside a scope.
+    let node = Node::start(
+        "oomadj",
+        &services(&[("plain", ""), ("tuned", "oom_score_adj = 300")]),
+        "",
+        false,
+    );
+    node.wait_state("tuned", "running", 5 * S);
+    let adj = |s: &str| {
+        std::fs::read_to_string(format!("/proc/{}/oom_score_adj", node.scope_pids(s)[0])).unwrap()
+    };
+    assert_eq!(adj("plain").trim(), "0");
+    assert_eq!(adj("tuned").trim(), "300");
+}

@@ -221,7 +221,7 @@ impl Agent {
     /// Run until shutdown completes; returns what to do then.
     pub fn run(&mut self) -> ExitPlan {
         let now = Instant::now();
-        self.open_watchdog(now);
+        self.open_watchdog(now, false);
         self.drive_boot(now);
         let mut events = Events::with_capacity(256);
         loop {

@@ -112,6 +112,41 @@ pub fn load_modules(wanted: &[String], dir: &Path) -> Result<Vec<String>, String
     Ok(loaded)
 }
 
+/// Bring the loopback interface up (a fresh network namespace or a node
+/// booted without an init script has `lo` down). Returns whether it had
+/// to change anything.
+pub fn loopback_up() -> std::io::Result<bool> {
+    use std::io::Error;
+    // SAFETY: a plain datagram socket for interface ioctls; closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(Error::last_os_error());
+    }
+    // SAFETY: ifreq is plain data; the name is NUL-terminated within
+    // IFNAMSIZ and the ioctls read/write only the flags of that struct.
+    let result = unsafe {
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) < 0 {
+            Err(Error::last_os_error())
+        } else if ifr.ifr_ifru.ifru_flags & libc::IFF_UP as libc::c_short != 0 {
+            Ok(false)
+        } else {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr) < 0 {
+                Err(Error::last_os_error())
+            } else {
+                Ok(true)
+            }
+        }
+    };
+    // SAFETY: closing the socket opened above.
+    unsafe { libc::close(fd) };
+    result
+}
+
 /// `/proc/sys` path of a sysctl key (`vm.swappiness` or `vm/swappiness`).
 pub fn sysctl_path(key: &str) -> Result<PathBuf, String> {
     if key.is_empty() || key.contains("..") || key.starts_with('/') || key.starts_with('.') {

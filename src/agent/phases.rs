@@ -42,8 +42,18 @@ impl Agent {
                     self.phase_done(now, phase, r);
                 }
                 Phase::ConfigureNetwork => {
-                    log::info!(target: "agent::boot", "configure_network: nothing to configure yet (the kernel command line or the image set up the network)");
-                    self.phase_done(now, phase, Ok(()));
+                    let r = match hardware::loopback_up() {
+                        Ok(true) => {
+                            log::info!(target: "agent::boot", "configure_network: loopback up; other interfaces are not configured by this version");
+                            Ok(())
+                        }
+                        Ok(false) => {
+                            log::info!(target: "agent::boot", "configure_network: loopback already up; other interfaces are not configured by this version");
+                            Ok(())
+                        }
+                        Err(e) => Err(format!("network configuration failed: loopback: {e}")),
+                    };
+                    self.phase_done(now, phase, r);
                 }
                 Phase::LoadIdentity => {
                     log::info!(target: "agent::boot", "load_identity: no identity provider configured yet; using none");
@@ -72,7 +82,14 @@ impl Agent {
         }
     }
 
-    pub(super) fn phase_done(&mut self, now: Instant, phase: Phase, result: Result<(), String>) {
+    pub(super) fn phase_done(
+        &mut self,
+        _event_time: Instant,
+        phase: Phase,
+        result: Result<(), String>,
+    ) {
+        // Phases of one loop iteration share its `now`; timings want the clock.
+        let now = Instant::now();
         let ms = now.saturating_duration_since(self.started).as_secs_f64() * 1000.0;
         match &result {
             Ok(()) => log::info!(target: "agent::boot", "{} done at {ms:.1} ms", phase.as_str()),
@@ -128,7 +145,7 @@ impl Agent {
             }
         }
         // The watchdog driver may have come with those modules.
-        self.open_watchdog(now);
+        self.open_watchdog(now, true);
         loaded?;
         let n = hardware::apply_sysctls(&self.cfg.boot.sysctl)?;
         if n > 0 {
@@ -219,7 +236,9 @@ impl Agent {
     }
 
     /// Open the watchdog if this agent should use one and has none yet.
-    pub(super) fn open_watchdog(&mut self, now: Instant) {
+    /// `report` logs a missing device (once); the attempt before the
+    /// drivers are loaded stays quiet.
+    pub(super) fn open_watchdog(&mut self, now: Instant, report: bool) {
         let wanted = self.pid1 || self.cfg.watchdog.force;
         if !wanted || self.watchdog.is_some() || self.sup.is_shutting_down() {
             return;
@@ -241,7 +260,7 @@ impl Agent {
                 self.watchdog = Some(wd);
             }
             Ok(None) => {
-                if !self.watchdog_missing_logged {
+                if report && !self.watchdog_missing_logged {
                     self.watchdog_missing_logged = true;
                     log::warn!(
                         target: "agent::watchdog",
@@ -251,7 +270,7 @@ impl Agent {
                 }
             }
             Err(e) => {
-                if !self.watchdog_missing_logged {
+                if report && !self.watchdog_missing_logged {
                     self.watchdog_missing_logged = true;
                     log::warn!(target: "agent::watchdog", "cannot open {}: {e}; continuing without", self.cfg.watchdog.device.display());
                 }

@@ -57,6 +57,9 @@ struct ChildPlan {
     procs_fd: Option<RawFd>,
     ready: Option<(RawFd, RawFd)>,
     user: Option<(u32, u32)>,
+    /// `oom_score_adj` text for the child (the agent's own -1000 must not
+    /// be inherited, or the OOM killer could never act in a scope).
+    oom_score_adj: CString,
     error_pipe: RawFd,
 }
 
@@ -111,6 +114,7 @@ pub fn spawn_service(spec: &ServiceSpec, place: &Placement<'_>) -> io::Result<Sp
         procs_fd: None,
         ready: ready.as_ref().map(|(_, w, t)| (w.as_raw_fd(), *t)),
         user: spec.user,
+        oom_score_adj: CString::new(spec.oom_score_adj.to_string()).expect("digits"),
         error_pipe: err_w.as_raw_fd(),
     };
 
@@ -257,6 +261,18 @@ fn child(p: &ChildPlan) -> ! {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         if let Some(fd) = p.procs_fd {
             if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                fail(p.error_pipe);
+            }
+        }
+        let adj = libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if adj >= 0 {
+            let text = p.oom_score_adj.as_bytes();
+            let n = libc::write(adj, text.as_ptr().cast(), text.len());
+            libc::close(adj);
+            if n < 0 {
                 fail(p.error_pipe);
             }
         }

@@ -124,6 +124,8 @@ pub struct ServiceSpec {
     pub stop_timeout: Duration,
     pub start_timeout: Duration,
     pub working_directory: Option<PathBuf>,
+    /// The service's `oom_score_adj` (-1000..=1000, default 0).
+    pub oom_score_adj: i32,
 }
 
 /// Validated services of one vCluster, in start order.
@@ -192,6 +194,7 @@ struct ServiceDecl {
     ready: Option<ReadyKind>,
     ready_fd: Option<Spanned<i64>>,
     working_directory: Option<String>,
+    oom_score_adj: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -534,6 +537,17 @@ fn check_service(
         }
     };
 
+    let oom_score_adj = match &d.oom_score_adj {
+        None => 0,
+        Some(v) if (-1000..=1000).contains(v.get_ref()) => *v.get_ref() as i32,
+        Some(v) => {
+            return Err(src.error(
+                Some(v.span()),
+                &format!("{key}.oom_score_adj"),
+                "must be between -1000 and 1000",
+            ));
+        }
+    };
     Ok(ServiceSpec {
         name: name.to_string(),
         binary,
@@ -570,6 +584,7 @@ fn check_service(
             DEFAULT_START_TIMEOUT,
         )?,
         working_directory: d.working_directory.as_ref().map(PathBuf::from),
+        oom_score_adj,
     })
 }
 

@@ -208,6 +208,7 @@ fn bad_values() {
         ("group = \"no-such-group-xyz\"", "unknown group"),
         ("stop_timeout_seconds = -1", "not a duration"),
         ("env = { \"A=B\" = \"x\" }", "invalid variable"),
+        ("oom_score_adj = -1001", "between -1000 and 1000"),
     ];
     for (line, want) in cases {
         let text = format!("[vcluster.v.services.a]\nbinary = \"/bin/true\"\n{line}\n");

@@ -30,6 +30,7 @@ fn spec(name: &str, order: i64, deps: &[&str]) -> ServiceSpec {
         stop_timeout: Duration::from_secs(10),
         start_timeout: Duration::from_secs(60),
         working_directory: None,
+        oom_score_adj: 0,
     }
 }
 

@@ -16,7 +16,11 @@
 //!   --tcp PORT          accept and close TCP on 127.0.0.1:PORT
 //!   --serve-secs SECS   stop answering (close the listener) after SECS
 //!   --alloc-mb N        allocate and touch N MiB (1 MiB per 10 ms)
+//!   --alloc-file PATH   ... only once PATH exists
+//!   --vmcheck           run the checks of the qemu test VM (see vmcheck.rs)
 //!   --forks N           try to fork N sleeping children; print how many worked
+
+mod vmcheck;
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -40,7 +44,9 @@ struct Opts {
     tcp: Option<u16>,
     serve_secs: Option<f64>,
     alloc_mb: u64,
+    alloc_file: Option<String>,
     forks: u32,
+    vmcheck: bool,
 }
 
 fn parse() -> Result<Opts, lexopt::Error> {
@@ -67,6 +73,8 @@ fn parse() -> Result<Opts, lexopt::Error> {
             Long("serve-secs") => o.serve_secs = Some(p.value()?.parse()?),
             Long("alloc-mb") => o.alloc_mb = p.value()?.parse()?,
             Long("forks") => o.forks = p.value()?.parse()?,
+            Long("alloc-file") => o.alloc_file = Some(p.value()?.string()?),
+            Long("vmcheck") => o.vmcheck = true,
             _ => return Err(arg.unexpected()),
         }
     }
@@ -81,6 +89,9 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if o.vmcheck {
+        vmcheck::run();
+    }
     let name = std::env::var("PACT_SERVICE").unwrap_or_else(|_| "testsvc".into());
     if !o.ignore_term {
         // Before anything else: a SIGTERM from now on waits for wait_loop.
@@ -118,14 +129,18 @@ fn main() {
             }
         }
     }
-    if o.alloc_mb > 0 {
-        let mut hog: Vec<Vec<u8>> = Vec::new();
-        for i in 0..o.alloc_mb {
-            hog.push(vec![(i % 251) as u8 + 1; 1 << 20]);
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        println!("allocated {} MiB", o.alloc_mb);
-        std::mem::forget(hog);
+    if o.alloc_mb > 0 && o.alloc_file.is_some() {
+        // Ready now; allocate once the trigger file appears.
+        let file = o.alloc_file.clone().unwrap_or_default();
+        let mb = o.alloc_mb;
+        std::thread::spawn(move || {
+            while !std::path::Path::new(&file).exists() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            hog(mb);
+        });
+    } else if o.alloc_mb > 0 {
+        hog(o.alloc_mb);
     }
     if o.ready_delay > 0.0 {
         std::thread::sleep(Duration::from_secs_f64(o.ready_delay));
@@ -235,6 +250,17 @@ fn set_term_blocked(blocked: bool) {
     };
     // SAFETY: changes this thread's mask with an initialised set.
     unsafe { libc::sigprocmask(how, &set, std::ptr::null_mut()) };
+}
+
+/// Allocate and touch `mb` MiB, slowly enough for the OOM killer to act.
+fn hog(mb: u64) {
+    let mut hog: Vec<Vec<u8>> = Vec::new();
+    for i in 0..mb {
+        hog.push(vec![(i % 251) as u8 + 1; 1 << 20]);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("allocated {mb} MiB");
+    std::mem::forget(hog);
 }
 
 fn notify(o: &Opts) {
