@@ -10,7 +10,7 @@ impl RaftNode {
     /// campaign ordered by the leader (`TimeoutNow`), which peers honour
     /// even while in contact with that leader.
     pub(super) fn campaign(&mut self, now: u64, pre: bool, transfer: bool) {
-        if !self.promotable() || self.phase == Phase::Leader {
+        if !self.may_campaign() || self.phase == Phase::Leader {
             return;
         }
         self.forget_leader();
@@ -90,11 +90,13 @@ impl RaftNode {
         req: VoteRequest,
         pre: bool,
     ) {
-        let learner = self.log.membership().is_learner(self.cfg.id);
-        let can_vote = !learner
-            && (self.vote == Some(from)
-                || (self.vote.is_none() && self.leader.is_none())
-                || (pre && term > self.term));
+        // Learners answer too: only the candidate's membership decides
+        // whose vote counts, and a node that merely believes itself a
+        // learner (an uncommitted demotion in its log) may still be a voter
+        // of the committed membership. Refusing would deadlock elections.
+        let can_vote = self.vote == Some(from)
+            || (self.vote.is_none() && self.leader.is_none())
+            || (pre && term > self.term);
         let grant = can_vote && self.log.is_up_to_date(req.last_index, req.last_term);
         let answer = VoteResponse { granted: grant };
         let body = if pre {
@@ -230,7 +232,7 @@ impl RaftNode {
     /// most up-to-date voter and step down.
     pub(super) fn step_down_if_removed(&mut self, now: u64) {
         if self.phase != Phase::Leader
-            || self.promotable()
+            || self.is_voter()
             || self.log.committed() < self.log.membership_index()
         {
             return;

@@ -152,6 +152,20 @@ impl RaftLog {
             .map_or(&self.snapshot.membership, |(_, m)| m)
     }
 
+    /// The membership before the latest one, if the latest is uncommitted.
+    pub fn previous_membership(&self) -> Option<&Membership> {
+        let (index, _) = self.configs.last()?;
+        if *index <= self.committed {
+            return None;
+        }
+        let n = self.configs.len();
+        Some(if n >= 2 {
+            &self.configs[n - 2].1
+        } else {
+            &self.snapshot.membership
+        })
+    }
+
     /// Index of the entry that set the latest membership (snapshot index if none).
     pub fn membership_index(&self) -> u64 {
         self.configs.last().map_or(self.snapshot.index, |(i, _)| *i)

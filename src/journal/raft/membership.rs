@@ -84,7 +84,7 @@ impl RaftNode {
     /// The latest membership changed (appended, truncated or from a snapshot).
     pub(super) fn on_membership_changed(&mut self, now: u64) {
         if self.phase != Phase::Leader {
-            if !self.promotable() && self.phase != Phase::Follower {
+            if !self.may_campaign() && self.phase != Phase::Follower {
                 // No longer a voter: stop campaigning.
                 let leader = self.leader;
                 self.become_follower(now, self.term, leader);

@@ -281,7 +281,7 @@ impl RaftNode {
                 }
             }
             _ => {
-                if self.promotable() {
+                if self.may_campaign() {
                     consider(self.election_deadline_ms);
                 }
             }
@@ -308,7 +308,7 @@ impl RaftNode {
                     self.become_follower(now, self.term, None);
                 }
             }
-        } else if self.promotable() && now >= self.election_deadline_ms {
+        } else if self.may_campaign() && now >= self.election_deadline_ms {
             self.campaign(now, self.cfg.pre_vote, false);
         }
     }
@@ -337,9 +337,24 @@ impl RaftNode {
         self.election_deadline_ms = now.saturating_add(timeout);
     }
 
-    /// May this node campaign? Only voters of its latest membership.
-    pub(super) fn promotable(&self) -> bool {
+    /// Is this node a voter of its latest membership?
+    pub(super) fn is_voter(&self) -> bool {
         self.log.membership().is_voter(self.cfg.id)
+    }
+
+    /// May this node campaign? Voters may; so may a node whose latest
+    /// membership removed or demoted it but is not committed yet, if it
+    /// was a voter before: it may hold that change and the entries after
+    /// it alone, and then only it can win (counting votes by the new
+    /// membership, not itself) and finish the change. Otherwise such a
+    /// node (say a leader that demoted itself and restarted) would block
+    /// every election forever, as its log is the most up to date.
+    pub(super) fn may_campaign(&self) -> bool {
+        self.is_voter()
+            || self
+                .log
+                .previous_membership()
+                .is_some_and(|m| m.is_voter(self.cfg.id))
     }
 
     /// Leader stickiness: a node in contact with a leader ignores requests
