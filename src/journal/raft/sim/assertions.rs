@@ -148,8 +148,11 @@ impl Cluster {
         }
         // Reads still pending time out within one election timeout.
         self.run_for(self.opts.raft.election_timeout_max_ms * 2);
-        if self.pending_reads() > 0 {
-            self.fail(&format!("{} reads never answered", self.pending_reads()));
+        let unanswered = self.pending_reads();
+        if !unanswered.is_empty() {
+            self.fail(&format!(
+                "reads never answered (node, request): {unanswered:?}"
+            ));
         }
     }
 

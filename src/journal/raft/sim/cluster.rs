@@ -28,6 +28,13 @@ pub(crate) struct Options {
     pub compact_every: u64,
     /// Send every message through the codec and back.
     pub wire_roundtrip: bool,
+    /// Chance, per Ready, that applying and `advance` are put off until
+    /// the node's next event (which then steps, and takes another Ready,
+    /// before advancing).
+    pub defer_advance: f64,
+    /// Each node's clock runs at a random rate within this many parts per
+    /// million of real time, from a random offset.
+    pub clock_skew_ppm: u64,
     pub seed: u64,
 }
 
@@ -49,6 +56,8 @@ impl Options {
             crash_in_ready: 0.0,
             compact_every: 0,
             wire_roundtrip: true,
+            defer_advance: 0.0,
+            clock_skew_ppm: 0,
             seed,
         }
     }
@@ -111,6 +120,54 @@ pub(crate) struct SimNode {
     pub disk: Disk,
     pub app: App,
     pub incarnation: u64,
+    /// Handed out by Readys and persisted, not yet applied and advanced.
+    unapplied: Vec<Unapplied>,
+    /// When the deferred batches get applied at the latest (global time).
+    unapplied_due: u64,
+    clock: NodeClock,
+}
+
+impl SimNode {
+    /// The node's next timer or deferred work, in global time.
+    fn next_event(&self) -> Option<u64> {
+        let timer = self
+            .raft
+            .as_ref()?
+            .next_deadline_ms()
+            .map(|d| self.clock.global(d));
+        let deferred = (!self.unapplied.is_empty()).then_some(self.unapplied_due);
+        match (timer, deferred) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Unapplied {
+    snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    committed: Vec<Entry>,
+    read_states: Vec<ReadState>,
+    failed_reads: Vec<FailedRead>,
+}
+
+/// A node's monotonic clock: `offset + t * rate_ppm / 1e6` for global time `t`.
+#[derive(Debug, Clone, Copy)]
+struct NodeClock {
+    offset: u64,
+    rate_ppm: u64,
+}
+
+impl NodeClock {
+    fn local(&self, t: u64) -> u64 {
+        self.offset + t * self.rate_ppm / 1_000_000
+    }
+
+    /// The first global time at which the local clock reads `local`.
+    fn global(&self, local: u64) -> u64 {
+        let since = local.saturating_sub(self.offset);
+        (since * 1_000_000).div_ceil(self.rate_ppm)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -175,13 +232,21 @@ impl Cluster {
                     data,
                 });
             }
-            let node = SimNode {
-                raft: None,
-                disk,
-                app: App::default(),
-                incarnation: 0,
-            };
-            nodes.insert(id, node);
+            nodes.insert(
+                id,
+                SimNode {
+                    raft: None,
+                    disk,
+                    app: App::default(),
+                    incarnation: 0,
+                    unapplied: Vec::new(),
+                    unapplied_due: 0,
+                    clock: NodeClock {
+                        offset: 0,
+                        rate_ppm: 1_000_000,
+                    },
+                },
+            );
         }
         let trace = std::env::var_os("PACT_SIM_TRACE").is_some();
         let mut cluster = Cluster {
@@ -201,7 +266,14 @@ impl Cluster {
             trace,
         };
         let ids: Vec<NodeId> = cluster.nodes.keys().copied().collect();
+        let skew = cluster.opts.clock_skew_ppm;
         for id in ids {
+            if skew > 0 {
+                let offset = cluster.rng.range(0, 1 << 30);
+                let rate_ppm = cluster.rng.range(1_000_000 - skew, 1_000_000 + skew + 1);
+                cluster.nodes.get_mut(&id).expect("known node").clock =
+                    NodeClock { offset, rate_ppm };
+            }
             cluster.start(id);
         }
         if !cluster.opts.seeded {
@@ -242,6 +314,13 @@ impl Cluster {
 
     pub fn raft_mut(&mut self, id: NodeId) -> Option<&mut RaftNode> {
         self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut())
+    }
+
+    /// Node `id`'s clock now.
+    pub fn node_now(&self, id: NodeId) -> u64 {
+        self.nodes
+            .get(&id)
+            .map_or(self.now, |n| n.clock.local(self.now))
     }
 
     pub fn is_live(&self, id: NodeId) -> bool {
@@ -286,6 +365,7 @@ impl Cluster {
             return;
         }
         node.app = App::default();
+        node.unapplied.clear();
         self.stats.crashes += 1;
         self.pending.retain(|(n, _), _| *n != id);
         self.reads.retain(|(n, _), _| *n != id);
@@ -362,11 +442,7 @@ impl Cluster {
     /// Handles the earliest event due by `limit`; false if there is none.
     fn step_once(&mut self, limit: u64) -> bool {
         let t_net = self.net.next_delivery();
-        let t_timer = self
-            .nodes
-            .values()
-            .filter_map(|n| n.raft.as_ref().and_then(|r| r.next_deadline_ms()))
-            .min();
+        let t_timer = self.nodes.values().filter_map(SimNode::next_event).min();
         let next = match (t_net, t_timer) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => match a.or(b) {
@@ -387,16 +463,11 @@ impl Cluster {
             let due: Vec<NodeId> = self
                 .nodes
                 .iter()
-                .filter(|(_, n)| {
-                    n.raft
-                        .as_ref()
-                        .and_then(|r| r.next_deadline_ms())
-                        .is_some_and(|d| d <= self.now)
-                })
+                .filter(|(_, n)| n.next_event().is_some_and(|t| t <= self.now))
                 .map(|(&id, _)| id)
                 .collect();
             for id in due {
-                let now = self.now;
+                let now = self.node_now(id);
                 if let Some(raft) = self.raft_mut(id) {
                     raft.tick(now);
                 }
@@ -408,7 +479,7 @@ impl Cluster {
     }
 
     fn deliver(&mut self, from: NodeId, to: NodeId, msg: Message) {
-        let now = self.now;
+        let now = self.node_now(to);
         let Some(raft) = self.raft_mut(to) else {
             return;
         };
@@ -434,6 +505,10 @@ impl Cluster {
                 return;
             };
             if !raft.has_ready() {
+                if !self.nodes[&id].unapplied.is_empty() {
+                    self.apply_and_advance(id);
+                    continue;
+                }
                 return;
             }
             let rd = raft.ready();
@@ -454,14 +529,37 @@ impl Cluster {
             if crash_at == 2 {
                 return self.crash(id);
             }
-            self.apply(id, rd.snapshot, rd.committed);
-            self.answer_reads(id, &rd.read_states, &rd.failed_reads);
-            let now = self.now;
-            if let Some(raft) = self.raft_mut(id) {
-                raft.advance(now);
+            let node = self.nodes.get_mut(&id).expect("known node");
+            node.unapplied.push(Unapplied {
+                snapshot: rd.snapshot,
+                committed: rd.committed,
+                read_states: rd.read_states,
+                failed_reads: rd.failed_reads,
+            });
+            if self.opts.defer_advance > 0.0 && self.rng.chance(self.opts.defer_advance) {
+                let due = self.now + self.rng.range(1, 30);
+                let node = self.nodes.get_mut(&id).expect("known node");
+                if node.unapplied.len() == 1 {
+                    node.unapplied_due = due;
+                }
+                return;
             }
-            self.maybe_compact(id);
+            self.apply_and_advance(id);
         }
+    }
+
+    /// Applies every handed-out batch in order, then advances.
+    fn apply_and_advance(&mut self, id: NodeId) {
+        let batches = std::mem::take(&mut self.nodes.get_mut(&id).expect("known node").unapplied);
+        for b in batches {
+            self.apply(id, b.snapshot, b.committed);
+            self.answer_reads(id, &b.read_states, &b.failed_reads);
+        }
+        let now = self.node_now(id);
+        if let Some(raft) = self.raft_mut(id) {
+            raft.advance(now);
+        }
+        self.maybe_compact(id);
     }
 
     fn persist(&mut self, id: NodeId, rd: &Ready) {
@@ -602,7 +700,7 @@ impl Cluster {
 
     /// Proposes `data` at node `id` (which must believe it leads).
     pub fn propose(&mut self, id: NodeId, data: Vec<u8>) -> Result<u64, ProposeError> {
-        let now = self.now;
+        let now = self.node_now(id);
         let raft = self
             .raft_mut(id)
             .ok_or(ProposeError::NotLeader { leader: None })?;
@@ -624,7 +722,7 @@ impl Cluster {
     pub fn read(&mut self, id: NodeId) -> u64 {
         self.next_request_id += 1;
         let rid = self.next_request_id;
-        let now = self.now;
+        let now = self.node_now(id);
         if let Some(raft) = self.raft_mut(id) {
             raft.read_index(now, rid);
             self.reads.insert(
@@ -663,8 +761,11 @@ impl Cluster {
         }
     }
 
-    pub fn pending_reads(&self) -> usize {
-        self.reads.len()
+    /// Reads issued and not answered yet, as (node, request id).
+    pub fn pending_reads(&self) -> Vec<(NodeId, u64)> {
+        let mut v: Vec<(NodeId, u64)> = self.reads.keys().copied().collect();
+        v.sort_unstable();
+        v
     }
 
     // ------------------------------------------------------------ queries

@@ -101,6 +101,11 @@ impl Network {
         self.cut.insert((b, a));
     }
 
+    /// Loses everything from `from` to `to` (but not back).
+    pub fn cut_one_way(&mut self, from: NodeId, to: NodeId) {
+        self.cut.insert((from, to));
+    }
+
     pub fn heal_pair(&mut self, a: NodeId, b: NodeId) {
         self.cut.remove(&(a, b));
         self.cut.remove(&(b, a));
