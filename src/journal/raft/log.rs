@@ -409,9 +409,4 @@ impl RaftLog {
         self.persisted = self.handed;
         self.applied = self.apply_handed;
     }
-
-    #[cfg(test)]
-    pub fn all_entries(&self) -> &[Entry] {
-        &self.entries
-    }
 }

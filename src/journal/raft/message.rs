@@ -176,6 +176,7 @@ impl SnapshotChunk {
         end <= self.total_len
             && (!self.done || end == self.total_len)
             && self.meta.index > 0
+            && self.meta.index <= super::node::MAX_TERM
             && self.meta.term > 0
             && self.meta.term <= msg_term
             && self.meta.membership.validate().is_ok()

@@ -12,6 +12,11 @@ use super::read_index::ReadQueue;
 use super::types::*;
 use crate::util::rng::Rng;
 
+/// Terms and indices above this come only from corrupt or hostile peers
+/// (a real cluster never gets near): such messages are dropped, so that
+/// `term + 1` and `index + 1` can never overflow.
+pub(super) const MAX_TERM: u64 = u64::MAX >> 1;
+
 /// Internal role; [`Role::Learner`] is derived from the membership.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -94,6 +99,9 @@ impl RaftNode {
                 hs.term,
                 log.last_term()
             )));
+        }
+        if hs.term > MAX_TERM || log.last_index() > MAX_TERM {
+            return Err(InitError::Restored("term or index out of range".into()));
         }
         if hs.vote == Some(0) {
             return Err(InitError::Restored("vote for node 0".into()));
@@ -380,7 +388,7 @@ impl RaftNode {
     pub fn step(&mut self, now_ms: u64, msg: Message) {
         let now = self.observe_clock(now_ms);
         let from = msg.from;
-        if from == self.cfg.id || from == 0 {
+        if from == self.cfg.id || from == 0 || msg.term > MAX_TERM {
             return;
         }
         // Read-index traffic is keyed by request, not by term.
@@ -607,10 +615,5 @@ impl RaftNode {
             })
             .count();
         active >= membership.quorum()
-    }
-
-    #[cfg(test)]
-    pub(crate) fn log_entries(&self) -> &[Entry] {
-        self.log.all_entries()
     }
 }

@@ -62,11 +62,6 @@ impl ReadQueue {
         let forwarded = self.forwarded.values().copied();
         leader.chain(pending).chain(forwarded).min()
     }
-
-    #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.waiting_commit.is_empty() && self.pending.is_empty() && self.forwarded.is_empty()
-    }
 }
 
 impl RaftNode {

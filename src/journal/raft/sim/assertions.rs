@@ -68,8 +68,8 @@ impl Cluster {
         while self.now < give_up {
             let mut index = None;
             let ids = self.ids();
+            starts = (starts + 1) % ids.len();
             for k in 0..ids.len() {
-                starts = (starts + 1) % ids.len();
                 let id = ids[(starts + k) % ids.len()];
                 if !self.is_connected(id) {
                     continue;
@@ -188,11 +188,12 @@ impl Cluster {
                 match self.app(*id).normal.get(&p.index) {
                     Some((term, data)) if *term == p.term && *data == p.data => {}
                     other => self.fail(&format!(
-                        "acknowledged proposal {:?} at index {} (term {}) is missing at node {id}: \
-                         found {other:?}",
+                        "acknowledged proposal {:?} at index {} (term {}, proposed at node {}) \
+                         is missing at node {id}: found {other:?}",
                         String::from_utf8_lossy(&p.data),
                         p.index,
-                        p.term
+                        p.term,
+                        p.node
                     )),
                 }
             }

@@ -136,9 +136,4 @@ impl Checker {
         }
         Ok(())
     }
-
-    /// Every index applied anywhere, with its term.
-    pub fn applied_count(&self) -> usize {
-        self.applied.len()
-    }
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::checker::Checker;
 use super::network::{NetFaults, Network};
+use super::node::{App, Disk, NodeClock, SimNode, Unapplied};
 use crate::journal::raft::*;
 use crate::util::rng::Rng;
 
@@ -35,6 +36,8 @@ pub(crate) struct Options {
     /// Each node's clock runs at a random rate within this many parts per
     /// million of real time, from a random offset.
     pub clock_skew_ppm: u64,
+    /// A randomized run, replayed by `PACT_SIM_SEED` (for failure messages).
+    pub randomized: bool,
     pub seed: u64,
 }
 
@@ -58,115 +61,9 @@ impl Options {
             wire_roundtrip: true,
             defer_advance: 0.0,
             clock_skew_ppm: 0,
+            randomized: false,
             seed,
         }
-    }
-}
-
-/// What a node's disk holds: only what a Ready persisted.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Disk {
-    pub hard_state: HardState,
-    pub snapshot: Option<(SnapshotMeta, Vec<u8>)>,
-    pub entries: Vec<Entry>,
-}
-
-impl Disk {
-    fn last(&self) -> (u64, u64) {
-        match (self.entries.last(), &self.snapshot) {
-            (Some(e), _) => (e.index, e.term),
-            (None, Some((m, _))) => (m.index, m.term),
-            (None, None) => (0, 0),
-        }
-    }
-}
-
-/// The toy state machine: every applied Normal entry by index. Volatile:
-/// rebuilt from the snapshot on restart.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct App {
-    pub applied: u64,
-    pub normal: BTreeMap<u64, (u64, Vec<u8>)>,
-}
-
-impl App {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (index, (term, data)) in &self.normal {
-            out.extend_from_slice(&index.to_be_bytes());
-            out.extend_from_slice(&term.to_be_bytes());
-            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-            out.extend_from_slice(data);
-        }
-        out
-    }
-
-    fn decode(applied: u64, mut bytes: &[u8]) -> App {
-        let mut normal = BTreeMap::new();
-        while bytes.len() >= 20 {
-            let index = u64::from_be_bytes(bytes[0..8].try_into().unwrap());
-            let term = u64::from_be_bytes(bytes[8..16].try_into().unwrap());
-            let len = u32::from_be_bytes(bytes[16..20].try_into().unwrap()) as usize;
-            normal.insert(index, (term, bytes[20..20 + len].to_vec()));
-            bytes = &bytes[20 + len..];
-        }
-        App { applied, normal }
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct SimNode {
-    pub raft: Option<RaftNode>,
-    pub disk: Disk,
-    pub app: App,
-    pub incarnation: u64,
-    /// Handed out by Readys and persisted, not yet applied and advanced.
-    unapplied: Vec<Unapplied>,
-    /// When the deferred batches get applied at the latest (global time).
-    unapplied_due: u64,
-    clock: NodeClock,
-}
-
-impl SimNode {
-    /// The node's next timer or deferred work, in global time.
-    fn next_event(&self) -> Option<u64> {
-        let timer = self
-            .raft
-            .as_ref()?
-            .next_deadline_ms()
-            .map(|d| self.clock.global(d));
-        let deferred = (!self.unapplied.is_empty()).then_some(self.unapplied_due);
-        match (timer, deferred) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Unapplied {
-    snapshot: Option<(SnapshotMeta, Vec<u8>)>,
-    committed: Vec<Entry>,
-    read_states: Vec<ReadState>,
-    failed_reads: Vec<FailedRead>,
-}
-
-/// A node's monotonic clock: `offset + t * rate_ppm / 1e6` for global time `t`.
-#[derive(Debug, Clone, Copy)]
-struct NodeClock {
-    offset: u64,
-    rate_ppm: u64,
-}
-
-impl NodeClock {
-    fn local(&self, t: u64) -> u64 {
-        self.offset + t * self.rate_ppm / 1_000_000
-    }
-
-    /// The first global time at which the local clock reads `local`.
-    fn global(&self, local: u64) -> u64 {
-        let since = local.saturating_sub(self.offset);
-        (since * 1_000_000).div_ceil(self.rate_ppm)
     }
 }
 
@@ -197,6 +94,8 @@ pub(crate) struct Stats {
     pub snapshot_chunks: BTreeMap<NodeId, u64>,
     /// Messages sent, by kind.
     pub sent: BTreeMap<&'static str, u64>,
+    /// Messages sent, by sender and kind.
+    pub sent_by: BTreeMap<(NodeId, &'static str), u64>,
 }
 
 pub(crate) struct Cluster {
@@ -213,6 +112,8 @@ pub(crate) struct Cluster {
     next_request_id: u64,
     disconnected: BTreeSet<NodeId>,
     pub stats: Stats,
+    /// Outcome of every answered read, by request id.
+    pub read_results: BTreeMap<u64, Result<u64, ReadFailure>>,
     trace: bool,
 }
 
@@ -263,6 +164,7 @@ impl Cluster {
             next_request_id: 0,
             disconnected: BTreeSet::new(),
             stats: Stats::default(),
+            read_results: BTreeMap::new(),
             trace,
         };
         let ids: Vec<NodeId> = cluster.nodes.keys().copied().collect();
@@ -290,10 +192,19 @@ impl Cluster {
     /// Panics with the way to replay this run.
     pub fn fail(&self, what: &str) -> ! {
         let seed = self.opts.seed;
+        let thread = std::thread::current();
+        let test = thread
+            .name()
+            .filter(|n| n.contains("::"))
+            .unwrap_or("raft::sim");
+        let replay = if self.opts.randomized {
+            format!("PACT_SIM_SEED={seed} cargo test -p pact --lib {test} -- --nocapture")
+        } else {
+            format!("cargo test -p pact --lib {test} -- --exact --nocapture")
+        };
         panic!(
-            "raft simulation failed at t={}ms (seed {seed}): {what}\n  replay: \
-             PACT_SIM_SEED={seed} cargo test -p pact raft::sim -- --nocapture \
-             (PACT_SIM_TRACE=1 traces every event)",
+            "raft simulation failed at t={}ms (seed {seed}): {what}\n  replay: {replay}\n  \
+             (add PACT_SIM_TRACE=1 to trace every event)",
             self.now
         );
     }
@@ -614,6 +525,7 @@ impl Cluster {
                 msg
             };
             *self.stats.sent.entry(msg.body.name()).or_default() += 1;
+            *self.stats.sent_by.entry((id, msg.body.name())).or_default() += 1;
             match &msg.body {
                 MessageBody::AppendResponse(message::AppendResponse::Rejected { .. }) => {
                     *self.stats.rejects_sent.entry(id).or_default() += 1
@@ -752,12 +664,14 @@ impl Cluster {
                 ));
             }
             self.stats.reads_ok += 1;
+            self.read_results.insert(rs.request_id, Ok(rs.index));
         }
         for f in failed {
             if self.reads.remove(&(id, f.request_id)).is_none() {
                 self.fail(&format!("node {id} failed unknown read {}", f.request_id));
             }
             self.stats.reads_failed += 1;
+            self.read_results.insert(f.request_id, Err(f.reason));
         }
     }
 

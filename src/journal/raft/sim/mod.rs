@@ -10,6 +10,7 @@ pub(crate) mod assertions;
 pub(crate) mod checker;
 pub(crate) mod cluster;
 pub(crate) mod network;
+pub(crate) mod node;
 mod randomized;
 
 pub(crate) use cluster::{Cluster, Options};

@@ -61,6 +61,7 @@ fn run_seed(seed: u64, chaos: Chaos) {
     let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5151);
     let mut opts = Options::new(chaos.nodes, seed);
     opts.voters = chaos.voters;
+    opts.randomized = true;
     opts.seeded = rng.chance(0.7);
     opts.faults = random_faults(&mut rng);
     opts.crash_in_ready = if rng.chance(0.5) { 0.01 } else { 0.0 };
@@ -236,26 +237,4 @@ fn membership_helper_is_single_server() {
     let c = Membership::new([1, 2, 4, 5], []);
     assert!(crate::journal::raft::validate_membership_change(&a, &b).is_ok());
     assert!(crate::journal::raft::validate_membership_change(&a, &c).is_err());
-}
-
-#[test]
-fn debug_stats() {
-    let mut opts = Options::new(3, 7);
-    opts.faults = NetFaults::reliable();
-    let mut c = Cluster::new(opts);
-    c.run_for(2000);
-    for i in 0..20 {
-        let _ = c.propose_at_leader(format!("x{i}").into_bytes());
-        c.run_for(50);
-    }
-    c.heal_and_check();
-    eprintln!(
-        "stats {:?} acked {} now {}",
-        c.stats,
-        c.proposals.iter().filter(|p| p.acked).count(),
-        c.now
-    );
-    for id in c.ids() {
-        eprintln!("{:?}", c.raft(id).map(|r| r.status()));
-    }
 }
