@@ -57,6 +57,9 @@ impl RaftLog {
                 return Err("snapshot with index > 0 has term 0".into());
             }
         }
+        // Entries the snapshot covers may linger in storage: skip them.
+        let mut entries = entries;
+        entries.retain(|e| e.index > snapshot.index);
         let mut configs = Vec::new();
         let mut expect = snapshot.index;
         let mut min_term = snapshot.term;

@@ -143,7 +143,8 @@ pub struct Restored {
     pub hard_state: HardState,
     /// The latest snapshot (meta and opaque application state), if any.
     pub snapshot: Option<(SnapshotMeta, Vec<u8>)>,
-    /// The log after the snapshot, contiguous, starting at `snapshot.index + 1`.
+    /// The log after the snapshot, contiguous from `snapshot.index + 1`
+    /// (entries at or below the snapshot index are ignored).
     pub entries: Vec<Entry>,
     /// The index up to which the application's own state already includes
     /// the log (if it persists its state machine together with the log).

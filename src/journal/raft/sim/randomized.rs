@@ -77,6 +77,7 @@ fn run_seed(seed: u64, chaos: Chaos) {
     opts.raft.snapshot_chunk_bytes = [16, 256, 4096][rng.range(0, 3) as usize];
     opts.raft.max_inflight_appends = rng.range(1, 5) as usize;
     opts.raft.max_entries_per_append = rng.range(1, 20) as usize;
+    opts.raft.max_append_bytes = [8, 64, 1 << 20][rng.range(0, 3) as usize];
     opts.defer_advance = if rng.chance(0.3) { 0.3 } else { 0.0 };
     opts.clock_skew_ppm = if rng.chance(0.5) { 50_000 } else { 0 };
     let mut c = Cluster::new(opts);
@@ -128,7 +129,18 @@ fn run_seed(seed: u64, chaos: Chaos) {
                 c.net.cut_one_way(a, b);
             }
             82..=85 if chaos.membership_changes => change_membership(&mut c, &mut rng),
-            86..=87 => {
+            86 => {
+                // Figure 8: the leader dies right after taking writes.
+                if let Some(leader) = c.newest_leader() {
+                    for _ in 0..rng.range(1, 4) {
+                        next_value += 1;
+                        let _ = c.propose(leader, format!("v{next_value}").into_bytes());
+                    }
+                    c.run_for(rng.range(0, 10));
+                    c.crash(leader);
+                }
+            }
+            87 => {
                 if let Some(leader) = c.newest_leader() {
                     let target = pick(&mut rng);
                     let now = c.node_now(leader);
@@ -197,9 +209,9 @@ fn sim_three_nodes() {
         nodes: 3,
         voters: 3,
         membership_changes: false,
-        duration_ms: 6_000,
+        duration_ms: 10_000,
     };
-    for seed in seeds(0, 600) {
+    for seed in seeds(0, 2_000) {
         run_seed(seed, chaos);
     }
 }
@@ -210,9 +222,9 @@ fn sim_five_nodes() {
         nodes: 5,
         voters: 5,
         membership_changes: false,
-        duration_ms: 6_000,
+        duration_ms: 10_000,
     };
-    for seed in seeds(1_000_000, 500) {
+    for seed in seeds(1_000_000, 1_500) {
         run_seed(seed, chaos);
     }
 }
@@ -223,9 +235,9 @@ fn sim_membership_changes() {
         nodes: 5,
         voters: 3,
         membership_changes: true,
-        duration_ms: 8_000,
+        duration_ms: 10_000,
     };
-    for seed in seeds(2_000_000, 400) {
+    for seed in seeds(2_000_000, 1_500) {
         run_seed(seed, chaos);
     }
 }
