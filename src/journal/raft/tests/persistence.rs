@@ -226,3 +226,91 @@ fn unreliable_churn() {
     );
     c.heal_and_check();
 }
+
+/// The rule behind Figure 8, at the node: a new leader must not commit an
+/// entry of an older term just because a majority stores it; only its own
+/// term's entries commit by counting (and take the older ones along).
+#[test]
+fn figure8_commit_rule() {
+    use crate::journal::raft::message::{AppendResponse, Message, MessageBody, VoteResponse};
+    use crate::journal::raft::*;
+    let config = Membership::new([1, 2, 3, 4, 5], []);
+    let entries = vec![
+        Entry {
+            index: 1,
+            term: 1,
+            kind: EntryKind::Membership,
+            data: config.encode(),
+        },
+        Entry {
+            index: 2,
+            term: 2,
+            kind: EntryKind::Normal,
+            data: b"x".to_vec(),
+        },
+    ];
+    let restored = Restored {
+        hard_state: HardState {
+            term: 3,
+            vote: None,
+            commit: 1,
+        },
+        entries,
+        ..Restored::default()
+    };
+    let mut cfg = RaftConfig::new(1);
+    cfg.max_entries_per_append = 1;
+    let mut node = RaftNode::new(cfg, restored).unwrap();
+    let drain = |node: &mut RaftNode, now| {
+        while node.has_ready() {
+            let _ = node.ready();
+            node.advance(now);
+        }
+    };
+    let mut now = 0;
+    node.tick(now);
+    now = node.next_deadline_ms().unwrap();
+    node.tick(now);
+    assert_eq!(node.role(), Role::PreCandidate);
+    drain(&mut node, now);
+    let grant = |from, term, pre: bool| Message {
+        from,
+        term,
+        body: if pre {
+            MessageBody::PreVoteResponse(VoteResponse { granted: true })
+        } else {
+            MessageBody::VoteResponse(VoteResponse { granted: true })
+        },
+    };
+    node.step(now, grant(2, 4, true));
+    node.step(now, grant(3, 4, true));
+    assert_eq!((node.role(), node.term()), (Role::Candidate, 4));
+    drain(&mut node, now);
+    node.step(now, grant(2, 4, false));
+    node.step(now, grant(3, 4, false));
+    assert!(node.is_leader());
+    drain(&mut node, now);
+    assert_eq!(
+        (node.last_index(), node.term_at(3)),
+        (3, Some(4)),
+        "no-op of term 4"
+    );
+    let ack = |from, match_index| Message {
+        from,
+        term: 4,
+        body: MessageBody::AppendResponse(AppendResponse::Accepted { match_index }),
+    };
+    // Entry 2 (term 2) is now on three of five nodes: not committed.
+    node.step(now, ack(2, 2));
+    node.step(now, ack(3, 2));
+    drain(&mut node, now);
+    assert_eq!(
+        node.commit_index(),
+        1,
+        "an old-term entry committed by counting replicas"
+    );
+    // The no-op (term 4) on a majority commits both.
+    node.step(now, ack(2, 3));
+    node.step(now, ack(3, 3));
+    assert_eq!(node.commit_index(), 3);
+}
