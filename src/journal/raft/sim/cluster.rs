@@ -415,13 +415,19 @@ impl Cluster {
             let Some(raft) = self.raft_mut(id) else {
                 return;
             };
-            if !raft.has_ready() {
-                if !self.nodes[&id].unapplied.is_empty() {
-                    self.apply_and_advance(id);
-                    continue;
-                }
+            let has_ready = raft.has_ready();
+            if !self.nodes[&id].unapplied.is_empty() && (!has_ready || self.rng.chance(0.5)) {
+                // Finish the deferred batches first: `advance` then runs
+                // while newer work (entries, messages) waits in the node.
+                self.apply_and_advance(id);
+                continue;
+            }
+            if !has_ready {
                 return;
             }
+            let Some(raft) = self.raft_mut(id) else {
+                return;
+            };
             let rd = raft.ready();
             let crash_at =
                 if self.opts.crash_in_ready > 0.0 && self.rng.chance(self.opts.crash_in_ready) {

@@ -83,6 +83,10 @@ fn prevote_rejoin() {
             > 5
     );
     assert_eq!(c.stats.sent_by.get(&(follower, "Vote")), None);
+    // Rejoin just before its next pre-vote, so that the pre-vote reaches
+    // peers (which are in touch with the leader and must ignore it).
+    let deadline = c.raft(follower).unwrap().next_deadline_ms().unwrap();
+    c.run_until(deadline - 1);
     c.connect(follower);
     c.run_for(3_000);
     let l = c.raft(leader).unwrap();

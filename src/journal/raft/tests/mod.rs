@@ -7,6 +7,7 @@ mod elections;
 mod features;
 mod persistence;
 mod robustness;
+mod rules;
 
 use super::sim::{Cluster, NetFaults, Options};
 
