@@ -20,6 +20,16 @@ fn snapshot_install() {
     }
     let first = c.raft(leader).unwrap().first_index();
     let behind = c.raft(lagging).unwrap().last_index();
+    // The leader's status shows who lags and by how much.
+    let status = c.raft(leader).unwrap().status();
+    assert_eq!((status.role, status.peers.len()), (Role::Leader, 2));
+    let peer = status.peers.iter().find(|p| p.id == lagging).unwrap();
+    assert!(
+        peer.voter && peer.lag >= 50 && peer.match_index <= behind,
+        "{peer:?}"
+    );
+    let other = status.peers.iter().find(|p| p.id != lagging).unwrap();
+    assert_eq!((other.lag, other.state), (0, ReplicationState::Replicate));
     assert!(
         first > behind + 1,
         "the leader compacted what the follower lacks"
