@@ -64,7 +64,7 @@ fuzz: deps-test
 # Benchmarks with the figures the issues name (not timed tests).
 bench: deps-test
 	$(CARGO) build --release --bins
-	$(CARGO) bench --bench agent
+	$(CARGO) bench
 
 clean:
 	$(CARGO) clean

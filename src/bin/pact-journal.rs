@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("pact-journal: under construction");
+    std::process::exit(1);
+}
