@@ -7,7 +7,7 @@ FUZZ_TIME  ?= 15
 MANPAGES   := $(wildcard man/*.[1-8])
 FUZZ_TARGETS = $(shell sed -n 's/^name = "\(fz_[a-z_0-9]*\)"/\1/p' fuzz/Cargo.toml)
 
-.PHONY: all build run test unit lint man fuzz fuzz-smoke bench deps-run deps-test clean
+.PHONY: all build run test unit lint man fuzz fuzz-smoke bench image deps-run deps-test clean
 
 all: build
 
@@ -24,11 +24,16 @@ run: build
 	examples/run-local.sh
 
 # Everything CI runs, in order of speed.
-test: deps-test lint unit man fuzz-smoke
+test: deps-test lint image unit man fuzz-smoke
 
+# The qemu boot tests must run in CI: a missing image or qemu is a failure.
 unit:
 	$(CARGO) build --bins
-	$(CARGO) test
+	PACT_REQUIRE_QEMU=1 $(CARGO) test
+
+# Bootable artefacts for the qemu tests: target/qemu/{vmlinux,initrd,root.sqfs}.
+image: deps-test
+	tests/qemu/build-image.sh
 
 lint:
 	$(CARGO) fmt --check
@@ -62,7 +67,7 @@ fuzz: deps-test
 	$(MAKE) fuzz-smoke FUZZ_TIME=$(FUZZ_TIME)
 
 # Benchmarks with the figures the issues name (not timed tests).
-bench: deps-test
+bench: deps-test image
 	$(CARGO) build --release --bins
 	$(CARGO) bench
 

@@ -221,6 +221,7 @@ impl Agent {
     /// Run until shutdown completes; returns what to do then.
     pub fn run(&mut self) -> ExitPlan {
         let now = Instant::now();
+        log::debug!(target: "agent::loop", "loop starts at {:.1} ms", now.saturating_duration_since(self.started).as_secs_f64() * 1000.0);
         self.open_watchdog(now, false);
         self.drive_boot(now);
         let mut events = Events::with_capacity(256);

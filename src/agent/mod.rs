@@ -184,6 +184,7 @@ pub fn main() -> i32 {
     if !mounted.is_empty() {
         log::info!(target: "agent", "mounted {}", mounted.join(", "));
     }
+    log::debug!(target: "agent", "configured at {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
     if let Err(e) = pid1::protect_from_oom() {
         log::warn!(target: "agent", "cannot set oom_score_adj: {e}");
     }

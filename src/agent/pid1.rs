@@ -84,8 +84,11 @@ pub fn mount_pseudo_filesystems() -> Vec<String> {
             Some("nsdelegate"),
         ),
     ];
+    // One read of the mount table (re-reading it per mount costs
+    // milliseconds each on an emulated or small machine).
+    let mounted = mount_points();
     for &(src, target, fstype, flags, data) in table {
-        if mount_points().iter().any(|m| m == target) {
+        if mounted.iter().any(|m| m == target) {
             continue;
         }
         try_mount(src, target, fstype, flags, data, &mut done);

@@ -19,7 +19,7 @@ log() { echo "image: $*" >&2; }
 
 # ---- 1. static release binaries (PID 1 must not depend on the image's libc)
 target=$(rustc -vV | sed -n 's/^host: //p')
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release --bins \
+RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" cargo build --quiet --release --bins \
   --target "$target" --target-dir "$top/target/static"
 bin=$top/target/static/$target/release
 

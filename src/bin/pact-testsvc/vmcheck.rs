@@ -9,6 +9,7 @@
 //!   grandchild, then `shutdown` (power off, services in reverse order);
 //! - `watchdog`: stay up for more than 3x the watchdog timeout, then stall
 //!   the agent's loop (test hook) so the watchdog resets the VM;
+//! - `sigterm`: SIGTERM to PID 1, which must power off cleanly;
 //! - `bench`: print the timings and the agent's RSS, then power off.
 
 use std::io::Write;
@@ -130,7 +131,14 @@ pub fn run() -> ! {
     con.say(&format!("AGENT-RSS-KB {rss}"));
     match scenario.as_str() {
         "watchdog" => watchdog(&mut con, &get("watchdog_timeout_s")),
+        "sigterm" => {
+            con.say("SIGTERM to PID 1");
+            // SAFETY: signalling PID 1, the agent under test.
+            unsafe { libc::kill(1, libc::SIGTERM) };
+            hold()
+        }
         "bench" => {
+            micro(&mut con);
             let _ = call("shutdown");
             hold()
         }
@@ -211,10 +219,7 @@ fn oom(con: &mut Console) -> bool {
     let _ = std::fs::remove_file("/run/hog.go");
     if !killed {
         let scope = scope_of("hog");
-        let logs = Client::connect_unix(Path::new(SOCKET), Some(Duration::from_secs(10)))
-            .and_then(|mut c| c.call("service logs hog lines=20", None))
-            .map(|r| String::from_utf8_lossy(&r.bodies.concat()).into_owned())
-            .unwrap_or_default();
+        let logs = service_log("hog");
         return con.fail(&format!(
             "hog was not OOM-killed: memory.current={} memory.events={} trigger={} log={:?}",
             read(&format!("{scope}/memory.current")),
@@ -245,16 +250,24 @@ fn oom(con: &mut Console) -> bool {
     true
 }
 
-fn pids(con: &mut Console) -> bool {
-    let logs = Client::connect_unix(Path::new(SOCKET), Some(Duration::from_secs(10)))
-        .and_then(|mut c| c.call("service logs forker lines=20", None))
+fn service_log(service: &str) -> String {
+    Client::connect_unix(Path::new(SOCKET), Some(Duration::from_secs(10)))
+        .and_then(|mut c| c.call(&format!("service logs {service} lines=50"), None))
         .map(|r| String::from_utf8_lossy(&r.bodies.concat()).into_owned())
-        .unwrap_or_default();
-    let line = logs
-        .lines()
-        .find(|l| l.starts_with("forks:"))
-        .unwrap_or("")
-        .to_string();
+        .unwrap_or_default()
+}
+
+fn pids(con: &mut Console) -> bool {
+    // On a busy machine the forker may not have reported yet.
+    let mut line = String::new();
+    wait(Duration::from_secs(20), || {
+        line = service_log("forker")
+            .lines()
+            .find(|l| l.starts_with("forks:"))
+            .unwrap_or("")
+            .to_string();
+        !line.is_empty()
+    });
     let events = read(&format!("{}/pids.events", scope_of("forker")));
     con.say(&format!(
         "PIDS {line}; pids.events {}",
@@ -293,8 +306,38 @@ fn cgroup_kill(con: &mut Console) -> bool {
     if !gone {
         return con.fail("the escaped grandchild survived its service");
     }
+    let back = wait(Duration::from_secs(10), || {
+        field("escaper", "state").as_deref() == Some("running")
+            && field("escaper", "restarts").is_some_and(|r| r != "0")
+    });
+    if !back {
+        return con.fail("escaper was not restarted");
+    }
     con.say("KILL-OK");
     true
+}
+
+/// Costs of the pieces of a spawn under emulation, for the boot figures.
+fn micro(con: &mut Console) {
+    let n = 10;
+    let base = format!("{CGROUP}/pact.slice/infra.slice");
+    let t = Instant::now();
+    for i in 0..n {
+        let d = format!("{base}/bench-{i}.scope");
+        let _ = std::fs::create_dir(&d);
+        let _ = std::fs::remove_dir(&d);
+    }
+    let cg = t.elapsed().as_secs_f64() * 1000.0 / n as f64;
+    let t = Instant::now();
+    for _ in 0..n {
+        let _ = std::process::Command::new("/usr/bin/pact-testsvc")
+            .args(["--exit", "0"])
+            .status();
+    }
+    let run = t.elapsed().as_secs_f64() * 1000.0 / n as f64;
+    con.say(&format!(
+        "MICRO cgroup mkdir+rmdir {cg:.2} ms; fork+exec+run+exit of pact-testsvc {run:.2} ms"
+    ));
 }
 
 fn watchdog(con: &mut Console, timeout: &str) -> ! {

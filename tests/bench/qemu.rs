@@ -1,0 +1,149 @@
+//! `make bench` (boot part): boots the `make image` image 5 times under
+//! qemu (software emulation) with `pact.test=bench` and reports medians of
+//! kernel start → agent exec, agent exec → Ready, the agent's share of the
+//! boot, the agent's RSS at Ready, and the cost of the pieces of a spawn
+//! under emulation. Environment: PACT_BENCH_BOOTS (default 5),
+//! PACT_BENCH_SMP (default 2).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn num(line: &str, key: &str) -> Option<f64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+struct Boot {
+    kernel_ms: f64,
+    ready_ms: f64,
+    rss_kb: f64,
+    host_ready_s: f64,
+    micro: String,
+}
+
+fn boot(img: &Path, smp: &str) -> Option<Boot> {
+    let start = Instant::now();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel",
+            "tcg",
+            "-M",
+            "pc",
+            "-smp",
+            smp,
+            "-m",
+            "512M",
+            "-nodefaults",
+            "-no-user-config",
+        ])
+        .args([
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+            "-action",
+            "watchdog=reset",
+        ])
+        .arg("-kernel")
+        .arg(img.join("vmlinux"))
+        .arg("-initrd")
+        .arg(img.join("initrd"))
+        .args([
+            "-append",
+            "console=ttyS0 quiet panic=-1 pact.test=bench",
+            "-device",
+            "i6300esb",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let out = child.stdout.take()?;
+    let mut b = Boot {
+        kernel_ms: f64::NAN,
+        ready_ms: f64::NAN,
+        rss_kb: f64::NAN,
+        host_ready_s: f64::NAN,
+        micro: String::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    for line in BufReader::new(out).lines().map_while(Result::ok) {
+        if line.contains("VMCHECK: READY") {
+            b.kernel_ms = num(&line, "kernel_ms_at_start").unwrap_or(f64::NAN);
+            b.ready_ms = num(&line, "ready_ms").unwrap_or(f64::NAN);
+            b.host_ready_s = start.elapsed().as_secs_f64();
+        }
+        if let Some(rss) = line.split("VMCHECK: AGENT-RSS-KB ").nth(1) {
+            b.rss_kb = rss.trim().parse().unwrap_or(f64::NAN);
+        }
+        if let Some(m) = line.split("VMCHECK: MICRO ").nth(1) {
+            b.micro = m.trim().to_string();
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Some(b)
+}
+
+fn main() {
+    let img = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/qemu");
+    if !img.join("initrd").exists()
+        || Command::new("qemu-system-x86_64")
+            .arg("--version")
+            .output()
+            .is_err()
+    {
+        println!("boot benchmarks: skipped: needs qemu and `make image`");
+        return;
+    }
+    let n: usize = std::env::var("PACT_BENCH_BOOTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let smp = std::env::var("PACT_BENCH_SMP").unwrap_or_else(|_| "2".to_string());
+    let boots: Vec<Boot> = (0..n).filter_map(|_| boot(&img, &smp)).collect();
+    let k = median(boots.iter().map(|b| b.kernel_ms).collect());
+    let r = median(boots.iter().map(|b| b.ready_ms).collect());
+    let share = median(
+        boots
+            .iter()
+            .map(|b| b.ready_ms / (b.kernel_ms + b.ready_ms) * 100.0)
+            .collect(),
+    );
+    let rss = median(boots.iter().map(|b| b.rss_kb).collect());
+    let host = median(boots.iter().map(|b| b.host_ready_s).collect());
+    println!("pact-agent boot under qemu (TCG, -smp {smp}, 512 MiB; {} boots, medians; 13 services: the 9 example services + 4 test services)\n", boots.len());
+    println!("   kernel start -> agent exec:   {k:.0} ms");
+    println!("   agent exec -> Ready:          {r:.0} ms   (target <= 100 ms for 9 services)");
+    println!("   agent's share of the boot:    {share:.1} %");
+    println!("   qemu start -> Ready (host):   {host:.2} s");
+    println!("   agent RSS at Ready:           {rss:.0} KiB");
+    if let Some(b) = boots.first() {
+        println!("   spawn pieces in the guest:    {}", b.micro);
+    }
+    for (i, b) in boots.iter().enumerate() {
+        println!(
+            "   boot {}: kernel->agent {:.0} ms, agent->Ready {:.0} ms",
+            i + 1,
+            b.kernel_ms,
+            b.ready_ms
+        );
+    }
+}
