@@ -150,7 +150,7 @@ struct OverlayFile {
 #[serde(deny_unknown_fields)]
 struct VClusterDecl {
     #[serde(default)]
-    services: BTreeMap<String, Spanned<ServiceDecl>>,
+    services: ServicesDecl,
     #[allow(dead_code)]
     sysctl: Option<toml::Value>,
     #[allow(dead_code)]
@@ -167,9 +167,52 @@ struct VClusterDecl {
     policy: Option<toml::Value>,
 }
 
+/// `[vcluster.X.services.NAME]` tables, or `[[vcluster.X.services]]` with
+/// a `name` key: both forms of the digest are accepted.
+#[derive(Debug, Default)]
+struct ServicesDecl(Vec<(String, Spanned<ServiceDecl>)>);
+
+impl<'de> Deserialize<'de> for ServicesDecl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ServicesDecl, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ServicesDecl;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table of services or an array of services with names")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<ServicesDecl, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = m.next_entry::<String, Spanned<ServiceDecl>>()? {
+                    out.push((k, v));
+                }
+                Ok(ServicesDecl(out))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut s: A,
+            ) -> Result<ServicesDecl, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = s.next_element::<Spanned<ServiceDecl>>()? {
+                    let name = v.get_ref().name.clone().ok_or_else(|| {
+                        serde::de::Error::custom("a service of a [[services]] array needs a `name`")
+                    })?;
+                    out.push((name, v));
+                }
+                Ok(ServicesDecl(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServiceDecl {
+    /// Only in the `[[services]]` array form.
+    name: Option<String>,
     binary: Spanned<String>,
     #[serde(default)]
     args: Vec<String>,
@@ -303,15 +346,25 @@ impl ServiceSet {
                 ))
             }
         };
+        let mut services: BTreeMap<&String, &Spanned<ServiceDecl>> = BTreeMap::new();
+        for (name, decl) in &vc.services.0 {
+            if services.insert(name, decl).is_some() {
+                return Err(src.error(
+                    Some(decl.span()),
+                    &format!("vcluster.{vc_name}.services.{name}"),
+                    format!("service \"{name}\" is declared twice"),
+                ));
+            }
+        }
         let mut specs = Vec::new();
-        for (name, decl) in &vc.services {
+        for (name, decl) in &services {
             let key = format!("vcluster.{vc_name}.services.{name}");
             specs.push(check_service(src, &key, name, decl, env)?);
         }
         // Every dependency must be declared.
-        for (spec, decl) in specs.iter().zip(vc.services.values()) {
+        for (spec, decl) in specs.iter().zip(services.values()) {
             for dep in &spec.depends_on {
-                if !vc.services.contains_key(dep) {
+                if !services.contains_key(dep) {
                     return Err(src.error(
                         decl.get_ref().depends_on.as_ref().map(|d| d.span()),
                         &format!("vcluster.{vc_name}.services.{}.depends_on", spec.name),
@@ -329,8 +382,7 @@ impl ServiceSet {
         }
         let order = start_sequence(&specs).map_err(|cycle| {
             let first = &cycle[0];
-            let span = vc
-                .services
+            let span = services
                 .get(first)
                 .and_then(|d| d.get_ref().depends_on.as_ref().map(|d| d.span()));
             src.error(

@@ -261,3 +261,28 @@ fn broken_toml() {
     let e = parse("[vcluster.v.services.a]\nbinary = \"/bin/true\n").unwrap_err();
     assert_eq!(e.line, Some(2));
 }
+
+#[test]
+fn array_form_with_names() {
+    let set = parse(
+        r#"
+[[vcluster.v.services]]
+name = "b"
+binary = "/bin/true"
+depends_on = ["a"]
+
+[[vcluster.v.services]]
+name = "a"
+binary = "/bin/true"
+"#,
+    )
+    .unwrap();
+    assert_eq!(names(&set), ["a", "b"]);
+    let e = parse("[[vcluster.v.services]]\nbinary = \"/bin/true\"\n").unwrap_err();
+    assert!(e.message.contains("needs a `name`"), "{e}");
+    let e = parse("[[vcluster.v.services]]\nname = \"a\"\nbinary = \"/bin/true\"\n[[vcluster.v.services]]\nname = \"a\"\nbinary = \"/bin/true\"\n").unwrap_err();
+    assert!(e.message.contains("declared twice"), "{e}");
+    // Errors inside an array element still name the line.
+    let e = parse("[[vcluster.v.services]]\nname = \"a\"\nbinary = \"/bin/true\"\ncgroup_memory_max = \"1Q\"\n").unwrap_err();
+    assert_eq!(e.line, Some(4), "{e}");
+}
