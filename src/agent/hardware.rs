@@ -147,13 +147,7 @@ pub fn loopback_up() -> std::io::Result<bool> {
     result
 }
 
-/// `/proc/sys` path of a sysctl key (`vm.swappiness` or `vm/swappiness`).
-pub fn sysctl_path(key: &str) -> Result<PathBuf, String> {
-    if key.is_empty() || key.contains("..") || key.starts_with('/') || key.starts_with('.') {
-        return Err(format!("bad sysctl key \"{key}\""));
-    }
-    Ok(Path::new("/proc/sys").join(key.replace('.', "/")))
-}
+pub use crate::config::overlay::sysctl_path;
 
 /// A sysctl value from TOML as the kernel wants it.
 pub fn sysctl_value(v: &toml::Value) -> String {

@@ -2,6 +2,7 @@
 //! with its service declarations. Errors name the file, line and key.
 
 pub mod agent;
+pub mod overlay;
 pub mod services;
 pub mod size;
 pub mod users;

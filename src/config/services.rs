@@ -165,6 +165,9 @@ struct VClusterDecl {
     modules: Option<toml::Value>,
     #[allow(dead_code)]
     policy: Option<toml::Value>,
+    /// Keys `pact apply` removes (see `overlay`).
+    #[allow(dead_code)]
+    remove: Option<toml::Value>,
 }
 
 /// `[vcluster.X.services.NAME]` tables, or `[[vcluster.X.services]]` with
