@@ -361,3 +361,46 @@ fn services_get_their_own_oom_score_adj() {
     assert_eq!(adj("plain").trim(), "0");
     assert_eq!(adj("tuned").trim(), "300");
 }
+
+#[test]
+fn overlay_files_are_applied_at_boot_and_on_reload() {
+    if skip("overlay_files_are_applied_at_boot_and_on_reload") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("pact-test-files-out-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let target = dir.join("etc/motd");
+    let files = |content: &str| {
+        format!(
+            "[vcluster.test.files]\n\"{}\" = {{ content = \"{content}\", mode = \"0640\" }}\n",
+            target.display()
+        )
+    };
+    let base = services(&[("a", "")]);
+    let node = Node::start(
+        "files",
+        &format!("{base}\n{}", files("hello\\n")),
+        "",
+        false,
+    );
+    node.wait_for(5 * S, "ready", || node.ready_file().exists());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "hello\n");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&target).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    let pid = node.scope_pids("a");
+    // Changed content is rewritten; the service is not restarted.
+    node.rewrite_services(&format!("{base}\n{}", files("bye\\n")));
+    assert!(ok(&node.call("reload")));
+    node.wait_for(5 * S, "new content", || {
+        std::fs::read_to_string(&target).ok().as_deref() == Some("bye\n")
+    });
+    // No longer declared: removed.
+    node.rewrite_services(&base);
+    assert!(ok(&node.call("reload")));
+    node.wait_for(5 * S, "file removed", || !target.exists());
+    assert_eq!(node.scope_pids("a"), pid);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use super::applier::Applier;
 use super::boot::BootSequence;
 use super::cgroup::CgroupTree;
 use super::control::ControlServer;
@@ -43,6 +44,7 @@ pub(super) const SIGNALS: Token = Token(0);
 pub(super) const CONTROL: Token = Token(1);
 pub(super) const INOTIFY: Token = Token(2);
 pub(super) const READY: Token = Token(3);
+pub(super) const APPLY: Token = Token(4);
 const FIRST_DYNAMIC: usize = 16;
 
 /// How the agent leaves its loop.
@@ -92,6 +94,11 @@ pub struct Agent {
     pub(super) pid1: bool,
     pub(super) sup: Supervisor,
     pub(super) services: ServiceSet,
+    /// The overlay's other declarations (sysctls, files, mounts, modules).
+    pub(super) declared: crate::config::overlay::Overlay,
+    pub(super) applier: Applier,
+    /// PullOverlay waits for the applier.
+    pub(super) boot_apply_pending: bool,
     /// The declaration file reloads re-read.
     pub(super) services_file: Option<PathBuf>,
     pub(super) cgroups: Option<CgroupTree>,
@@ -151,6 +158,20 @@ impl Agent {
             INOTIFY,
             Interest::READABLE,
         )?;
+        let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), APPLY)?);
+        let applier = Applier::new(
+            waker,
+            super::apply::ApplyEnv {
+                root: PathBuf::from("/"),
+                etc: PathBuf::from("/etc"),
+                modules_dir: cfg
+                    .boot
+                    .modules_dir
+                    .clone()
+                    .unwrap_or_else(super::hardware::default_modules_dir),
+                system: true,
+            },
+        );
         let tun = super::tunables(&cfg);
         let sup = Supervisor::new(tun, &ServiceSet::default(), started);
         let logs = LogStore::new(
@@ -166,6 +187,9 @@ impl Agent {
             pid1,
             sup,
             services: ServiceSet::default(),
+            declared: Default::default(),
+            applier,
+            boot_apply_pending: false,
             services_file,
             cgroups: None,
             signals,
@@ -311,6 +335,7 @@ impl Agent {
             }
             INOTIFY => self.on_inotify(now),
             READY => self.on_ready_socket(),
+            APPLY => self.on_applied(now),
             t => match self.sources.get(&t) {
                 Some(Source::Conn) => self.on_connection(t, now),
                 Some(Source::Output { .. }) if readable => self.on_output(t),

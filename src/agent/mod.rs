@@ -5,6 +5,8 @@
 //! [`daemon::Agent::run`], the single event loop. The supervision logic is
 //! the sans-IO [`supervisor::Supervisor`].
 
+pub mod applier;
+pub mod apply;
 pub mod boot;
 pub mod cgroup;
 pub mod control;

@@ -9,6 +9,7 @@ use super::boot::{BootAction, Phase};
 use super::daemon::Agent;
 use super::watchdog::Watchdog;
 use super::{cgroup, hardware, readiness};
+use crate::config::overlay::{parse_spec, Overlay};
 use crate::config::services::{CheckEnv, ServiceSet};
 
 /// How the cgroup root was chosen on the command line.
@@ -60,8 +61,10 @@ impl Agent {
                     self.phase_done(now, phase, Ok(()));
                 }
                 Phase::PullOverlay => {
-                    let r = self.pull_overlay();
-                    self.phase_done(now, phase, r);
+                    // Completes in `on_applied` once the overlay is applied.
+                    if let Err(e) = self.pull_overlay() {
+                        self.phase_done(now, phase, Err(e));
+                    }
                 }
                 Phase::StartServices => {
                     // Completes when the supervisor reports BootReady (or
@@ -195,43 +198,90 @@ impl Agent {
 
     /// The declarations to boot with: the services file, or the cached
     /// copy of the last good one when the file is missing or bad. A bad
-    /// file with no cache fails the phase (it is retried).
+    /// file with no cache fails the phase (it is retried). The overlay's
+    /// other sections are then applied by the worker; the phase ends when
+    /// it reports (`on_applied`).
     fn pull_overlay(&mut self) -> Result<(), String> {
         let cached = self.cfg.cached_services();
-        let env = CheckEnv::default();
-        let vc = self.cfg.vcluster.clone();
         let mut error = None;
+        let mut loaded = None;
         if let Some(path) = self.services_file.clone() {
-            match ServiceSet::load(&path, vc.as_deref(), &env) {
-                Ok(set) => {
+            match self.load_declarations(&path) {
+                Ok(d) => {
                     super::cache_services(&path, &cached);
-                    log::info!(target: "agent::boot", "pull_overlay: {} service(s) of vcluster {} from {}", set.services.len(), set.vcluster, path.display());
-                    self.services = set;
-                    return Ok(());
+                    loaded = Some((d, path.display().to_string()));
                 }
                 Err(e) => {
                     log::error!(target: "agent::boot", "{e}");
-                    error = Some(e.to_string());
+                    error = Some(e);
                 }
             }
         }
-        if cached.exists() {
-            match ServiceSet::load(&cached, vc.as_deref(), &env) {
-                Ok(set) => {
+        if loaded.is_none() && cached.exists() {
+            match self.load_declarations(&cached) {
+                Ok(d) => {
                     log::warn!(target: "agent::boot", "pull_overlay: using the cached declarations {}", cached.display());
-                    self.services = set;
-                    return Ok(());
+                    loaded = Some((d, cached.display().to_string()));
                 }
                 Err(e) => log::error!(target: "agent::boot", "cached declarations unusable: {e}"),
             }
         }
-        match error {
-            Some(e) => Err(e),
-            None => {
+        let ((set, overlay), from) = match (loaded, error) {
+            (Some(l), _) => l,
+            (None, Some(e)) => return Err(e),
+            (None, None) => {
                 log::warn!(target: "agent::boot", "pull_overlay: no service declarations; supervising nothing");
-                self.services = ServiceSet::default();
-                Ok(())
+                ((ServiceSet::default(), Overlay::default()), String::new())
             }
+        };
+        if !from.is_empty() {
+            log::info!(
+                target: "agent::boot",
+                "pull_overlay: {} service(s) and {} other declaration(s) of vcluster {} from {from}",
+                set.services.len(),
+                overlay.key_count() - overlay.services.len(),
+                set.vcluster
+            );
+        }
+        self.services = set;
+        self.declared = overlay.clone();
+        self.boot_apply_pending = true;
+        self.applier.submit(overlay);
+        Ok(())
+    }
+
+    /// Services and the rest of the overlay from one declaration file.
+    pub(super) fn load_declarations(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<(ServiceSet, Overlay), String> {
+        let vc = self.cfg.vcluster.clone();
+        let set = ServiceSet::load(path, vc.as_deref(), &CheckEnv::default())
+            .map_err(|e| e.to_string())?;
+        let src = crate::config::Source::read(path).map_err(|e| e.to_string())?;
+        let mut overlay = Overlay::default();
+        for spec in parse_spec(&src).map_err(|e| e.to_string())? {
+            if spec.vcluster == set.vcluster || (set.vcluster.is_empty() && vc.is_none()) {
+                overlay.merge(&spec);
+            }
+        }
+        Ok((set, overlay))
+    }
+
+    /// The apply worker reported.
+    pub(super) fn on_applied(&mut self, now: Instant) {
+        let Some(done) = self.applier.on_wake() else {
+            return;
+        };
+        if self.boot_apply_pending && !self.applier.is_busy() {
+            self.boot_apply_pending = false;
+            let failures: Vec<String> = done.outcomes.into_iter().filter_map(Result::err).collect();
+            let result = if failures.is_empty() {
+                Ok(())
+            } else {
+                Err(failures.join("; "))
+            };
+            self.phase_done(now, Phase::PullOverlay, result);
         }
     }
 

@@ -19,7 +19,6 @@ use super::boot::{BootState, Phase};
 use super::control::{Input, Mode};
 use super::daemon::{Agent, Waiter};
 use super::supervisor::{CommandError, Record, State};
-use crate::config::services::{CheckEnv, ServiceSet};
 use crate::proto::{err_line, ok_line, ExitCode, Record as Rec, Request};
 use crate::util::time::{rfc3339_secs, unix_ms};
 
@@ -309,8 +308,7 @@ impl Agent {
                 "no services file to reload (give --services or agent.services_file)".into(),
             );
         };
-        let set = ServiceSet::load(&path, self.cfg.vcluster.as_deref(), &CheckEnv::default())
-            .map_err(|e| e.to_string())?;
+        let (set, overlay) = self.load_declarations(&path)?;
         super::cache_services(&path, &self.cfg.cached_services());
         let (mut added, mut changed, mut removed) = (0, 0, 0);
         for s in &set.services {
@@ -327,6 +325,10 @@ impl Agent {
         }
         log::info!(target: "agent::loop", "reloaded {}: {added} added, {changed} changed, {removed} removed", path.display());
         self.services = set.clone();
+        if overlay != self.declared {
+            self.declared = overlay.clone();
+            self.applier.submit(overlay);
+        }
         // Before StartServices the boot will start them; after, apply now.
         let started = self.boot.done(Phase::PullOverlay)
             && !matches!(
