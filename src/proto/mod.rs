@@ -2,6 +2,7 @@
 //! `man/pact-protocol.7`): requests are lines of words, responses are logfmt
 //! records followed by one final `ok ...` or `err <code> <message>` line.
 
+pub mod boot;
 pub mod client;
 pub mod reader;
 pub mod request;
