@@ -176,7 +176,7 @@ fn num(r: &Record, k: &str) -> Result<u64, ProtoError> {
     r.get(k)
         .ok_or(ProtoError::BadQuoting("a boot record lacks a field"))?
         .parse()
-        .map_err(|_| ProtoError::BadLength(format!("{k}")))
+        .map_err(|_| ProtoError::BadLength(k.to_string()))
 }
 
 impl BootDecoder {
