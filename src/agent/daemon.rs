@@ -44,7 +44,10 @@ pub(super) const SIGNALS: Token = Token(0);
 pub(super) const CONTROL: Token = Token(1);
 pub(super) const INOTIFY: Token = Token(2);
 pub(super) const READY: Token = Token(3);
-pub(super) const APPLY: Token = Token(4);
+/// The one waker of the poll: the apply worker and the resolver use it.
+pub(super) const WAKE: Token = Token(4);
+/// The journal link's socket.
+pub(super) const JOURNAL: Token = Token(5);
 const FIRST_DYNAMIC: usize = 16;
 
 /// How the agent leaves its loop.
@@ -99,6 +102,13 @@ pub struct Agent {
     pub(super) applier: Applier,
     /// PullOverlay waits for the applier.
     pub(super) boot_apply_pending: bool,
+    pub(super) waker: std::sync::Arc<mio::Waker>,
+    pub(super) journal: Option<super::journal_link::JournalLink>,
+    pub(super) journal_view: super::journal_sync::JournalView,
+    /// The cached view, the fallback while the journal is unreachable.
+    pub(super) journal_cache: Option<super::journal_sync::JournalView>,
+    /// PullOverlay gives up waiting for the journal at this time.
+    pub(super) pull_deadline: Option<Instant>,
     /// The declaration file reloads re-read.
     pub(super) services_file: Option<PathBuf>,
     pub(super) cgroups: Option<CgroupTree>,
@@ -158,9 +168,9 @@ impl Agent {
             INOTIFY,
             Interest::READABLE,
         )?;
-        let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), APPLY)?);
+        let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), WAKE)?);
         let applier = Applier::new(
-            waker,
+            waker.clone(),
             super::apply::ApplyEnv {
                 root: PathBuf::from("/"),
                 etc: PathBuf::from("/etc"),
@@ -190,6 +200,11 @@ impl Agent {
             declared: Default::default(),
             applier,
             boot_apply_pending: false,
+            waker,
+            journal: None,
+            journal_view: Default::default(),
+            journal_cache: None,
+            pull_deadline: None,
             services_file,
             cgroups: None,
             signals,
@@ -247,6 +262,7 @@ impl Agent {
         let now = Instant::now();
         log::debug!(target: "agent::loop", "loop starts at {:.1} ms", now.saturating_duration_since(self.started).as_secs_f64() * 1000.0);
         self.open_watchdog(now, false);
+        self.start_journal_link(now);
         self.drive_boot(now);
         let mut events = Events::with_capacity(256);
         loop {
@@ -312,6 +328,8 @@ impl Agent {
             self.watchdog
                 .as_ref()
                 .and_then(|w| w.schedule.next_deadline()),
+            self.journal.as_ref().and_then(|j| j.next_deadline()),
+            self.pull_deadline,
         ]
         .into_iter()
         .flatten()
@@ -335,7 +353,13 @@ impl Agent {
             }
             INOTIFY => self.on_inotify(now),
             READY => self.on_ready_socket(),
-            APPLY => self.on_applied(now),
+            WAKE => {
+                self.on_applied(now);
+                if let Some(link) = &mut self.journal {
+                    link.on_timer(self.poll.registry(), now);
+                }
+            }
+            JOURNAL => self.on_journal(now),
             t => match self.sources.get(&t) {
                 Some(Source::Conn) => self.on_connection(t, now),
                 Some(Source::Output { .. }) if readable => self.on_output(t),
@@ -858,6 +882,12 @@ impl Agent {
 
     fn on_timers(&mut self, now: Instant) {
         self.pet_watchdog(now);
+        if let Some(link) = &mut self.journal {
+            link.on_timer(self.poll.registry(), now);
+        }
+        if self.pull_deadline.is_some_and(|d| d <= now) {
+            self.pull_timed_out(now);
+        }
         if self.sup.next_deadline().is_some_and(|d| d <= now) {
             let actions = self.sup.on_timer(now);
             self.perform(now, actions);

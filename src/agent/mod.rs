@@ -13,6 +13,8 @@ pub mod control;
 pub mod daemon;
 pub mod hardware;
 pub mod health;
+pub mod journal_link;
+mod journal_sync;
 pub mod logs;
 pub mod notify;
 mod phases;

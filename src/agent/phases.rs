@@ -62,7 +62,9 @@ impl Agent {
                 }
                 Phase::PullOverlay => {
                     // Completes in `on_applied` once the overlay is applied.
-                    if let Err(e) = self.pull_overlay() {
+                    if self.journal.is_some() {
+                        self.pull_from_journal(now);
+                    } else if let Err(e) = self.pull_overlay() {
                         self.phase_done(now, phase, Err(e));
                     }
                 }

@@ -408,6 +408,18 @@ impl Agent {
         if let Some(e) = &self.boot.last_error {
             rec.push("boot_error", e);
         }
+        match &self.journal {
+            Some(link) => {
+                rec.push(
+                    "journal",
+                    link.connected_to.as_deref().unwrap_or("disconnected"),
+                );
+                rec.push("overlay_version", self.journal_view.version);
+                rec.push("node_version", self.journal_view.node_version);
+                rec.push("journal_seq", self.journal_view.seq);
+            }
+            None => rec.push("journal", "none"),
+        }
         match &self.watchdog {
             Some(wd) => {
                 rec.push("watchdog", &wd.identity);

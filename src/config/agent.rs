@@ -219,7 +219,7 @@ pub struct BootConfig {
     pub sysctl: BTreeMap<String, toml::Value>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JournalConnection {
     pub endpoints: Vec<String>,
@@ -227,6 +227,22 @@ pub struct JournalConnection {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
+    /// How long PullOverlay waits for the journal before booting from the
+    /// cached overlay.
+    pub boot_wait_seconds: f64,
+}
+
+impl Default for JournalConnection {
+    fn default() -> Self {
+        JournalConnection {
+            endpoints: Vec::new(),
+            tls_enabled: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            boot_wait_seconds: 10.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -59,6 +59,8 @@ pub struct Node {
     pub cgroup_root: PathBuf,
     pub child: Option<Child>,
     pub pid1: bool,
+    /// Leave the state directory behind (for a restart in it).
+    pub keep_dir: bool,
 }
 
 /// A services file with one `[vcluster.test.services.NAME]` per entry;
@@ -76,22 +78,52 @@ pub fn services(entries: &[(&str, &str)]) -> String {
 impl Node {
     /// Start an agent; `pid1` runs it as PID 1 of a new PID namespace.
     pub fn start(name: &str, services_toml: &str, extra_config: &str, pid1: bool) -> Node {
+        Node::start_with(name, Some(services_toml), extra_config, pid1)
+    }
+
+    /// Start an agent, with or without a services file.
+    pub fn start_with(
+        name: &str,
+        services_toml: Option<&str>,
+        extra_config: &str,
+        pid1: bool,
+    ) -> Node {
         let dir = std::env::temp_dir().join(format!("pact-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        if let Some(text) = services_toml {
+            std::fs::write(dir.join("services.toml"), text).unwrap();
+        }
+        Node::launch(name, &dir, services_toml.is_some(), extra_config, pid1)
+    }
+
+    /// Start another agent in the state directory of an earlier one.
+    pub fn restart_in(dir: &Path, name: &str, extra_config: &str) -> Node {
+        let with_services = dir.join("services.toml").exists();
+        Node::launch(name, dir, with_services, extra_config, false)
+    }
+
+    fn launch(name: &str, dir: &Path, with_services: bool, extra_config: &str, pid1: bool) -> Node {
+        let dir = dir.to_path_buf();
         let cgroup_root = cgroup_base()
             .expect("cgroup v2")
             .join(format!("pact-test-{name}-{}", std::process::id()));
         remove_cgroup_tree(&cgroup_root);
-        std::fs::write(dir.join("services.toml"), services_toml).unwrap();
+        let services_line = if with_services {
+            format!(
+                "services_file = \"{}\"\n",
+                dir.join("services.toml").display()
+            )
+        } else {
+            String::new()
+        };
         let config = format!(
-            "[agent]\nnode_id = \"{name}\"\nstate_dir = \"{}\"\nservices_file = \"{}\"\n\n[agent.supervisor]\ncgroup_root = \"{}\"\n{extra_config}\n",
+            "[agent]\nnode_id = \"{name}\"\nstate_dir = \"{}\"\n{services_line}\n[agent.supervisor]\ncgroup_root = \"{}\"\n{extra_config}\n",
             dir.join("run").display(),
-            dir.join("services.toml").display(),
             cgroup_root.display()
         );
         std::fs::write(dir.join("agent.toml"), config).unwrap();
-        let log = std::fs::File::create(dir.join("agent.log")).unwrap();
+        let log = std::fs::File::create(dir.join(format!("agent-{name}.log"))).unwrap();
         let mut cmd = if pid1 {
             let mut c = Command::new("unshare");
             c.args(["--pid", "--fork", "--mount-proc", AGENT]);
@@ -114,6 +146,7 @@ impl Node {
             cgroup_root,
             child: Some(child),
             pid1,
+            keep_dir: false,
         };
         node.wait_for(Duration::from_secs(10), "control socket", || {
             node.socket().exists()
@@ -130,7 +163,8 @@ impl Node {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join(format!("agent-{}.log", self.name)))
+            .unwrap_or_default()
     }
 
     /// Poll `cond` every 10 ms; panic with the agent log on timeout.
@@ -293,7 +327,7 @@ impl Drop for Node {
             }
         }
         remove_cgroup_tree(&self.cgroup_root);
-        if !std::thread::panicking() {
+        if !std::thread::panicking() && !self.keep_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
