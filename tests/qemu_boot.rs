@@ -6,6 +6,9 @@
 //! `PACT_REQUIRE_QEMU=1` (set by `make test`), which turns that into a
 //! failure so CI never skips silently.
 
+#[path = "qemu/command.rs"]
+mod command;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -59,35 +62,7 @@ impl Vm {
         let qmp_path = dir.join("qmp.sock");
         let img = image_dir();
         let start = Instant::now();
-        let mut child = Command::new("qemu-system-x86_64")
-            .args([
-                "-accel",
-                "tcg",
-                "-M",
-                "pc",
-                "-smp",
-                "2",
-                "-m",
-                "512M",
-                "-nodefaults",
-                "-no-user-config",
-            ])
-            .args([
-                "-display",
-                "none",
-                "-serial",
-                "stdio",
-                "-no-reboot",
-                "-action",
-                "watchdog=reset",
-            ])
-            .arg("-kernel")
-            .arg(img.join("vmlinux"))
-            .arg("-initrd")
-            .arg(img.join("initrd"))
-            .arg("-append")
-            .arg(format!("console=ttyS0 quiet panic=-1 pact.test={scenario}"))
-            .args(["-device", "i6300esb"])
+        let mut child = command::qemu(&img, scenario, "2")
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
             .stdin(Stdio::null())

@@ -5,6 +5,9 @@
 //! under emulation. Environment: PACT_BENCH_BOOTS (default 5),
 //! PACT_BENCH_SMP (default 2).
 
+#[path = "../qemu/command.rs"]
+mod command;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -35,38 +38,7 @@ struct Boot {
 
 fn boot(img: &Path, smp: &str) -> Option<Boot> {
     let start = Instant::now();
-    let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            "tcg",
-            "-M",
-            "pc",
-            "-smp",
-            smp,
-            "-m",
-            "512M",
-            "-nodefaults",
-            "-no-user-config",
-        ])
-        .args([
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-            "-action",
-            "watchdog=reset",
-        ])
-        .arg("-kernel")
-        .arg(img.join("vmlinux"))
-        .arg("-initrd")
-        .arg(img.join("initrd"))
-        .args([
-            "-append",
-            "console=ttyS0 quiet panic=-1 pact.test=bench",
-            "-device",
-            "i6300esb",
-        ])
+    let mut child = command::qemu(img, "bench", smp)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
