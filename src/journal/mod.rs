@@ -1,3 +1,4 @@
 //! The configuration journal: Raft consensus, SQLite storage, the daemon.
 
+pub mod config;
 pub mod raft;
