@@ -1,0 +1,208 @@
+//! Process tests of `pact-journal`: a real 3-node cluster on 127.0.0.1-3
+//! (ports free at start), `kill -9` of the leader under load, restarts,
+//! follower redirects, bootstrap refusal, inspect and recovery.
+
+#[path = "journal_support/mod.rs"]
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{Cluster, Options, JOURNAL};
+
+/// What the writers saw.
+#[derive(Default)]
+struct Outcomes {
+    /// Acknowledged: (seq, payload).
+    acked: Vec<(u64, String)>,
+    /// Outcome unknown.
+    maybe: Vec<String>,
+    /// Definitely not committed.
+    failed: Vec<String>,
+    /// When each ack arrived.
+    ack_times: Vec<Instant>,
+}
+
+fn writers(cluster: &Cluster, n: usize, stop: Arc<AtomicBool>) -> (Arc<Mutex<Outcomes>>, Vec<std::thread::JoinHandle<()>>) {
+    let out = Arc::new(Mutex::new(Outcomes::default()));
+    let mut handles = Vec::new();
+    for t in 0..n {
+        let mut client = cluster.any_client(Duration::from_secs(5));
+        let (out, stop) = (out.clone(), stop.clone());
+        handles.push(std::thread::spawn(move || {
+            let mut k = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let payload = format!("w{t}-{k}");
+                k += 1;
+                let r = client.append(payload.as_bytes());
+                let mut o = out.lock().unwrap();
+                match r {
+                    Ok(seq) => {
+                        o.acked.push((seq, payload));
+                        o.ack_times.push(Instant::now());
+                    }
+                    Err(e) if e.is_indeterminate() => o.maybe.push(payload),
+                    Err(_) => o.failed.push(payload),
+                }
+            }
+        }));
+    }
+    (out, handles)
+}
+
+/// The journal as node `id` holds it, read through that node.
+fn journal_of(c: &Cluster, id: u64) -> Vec<(u64, Vec<u8>)> {
+    c.client(id, Duration::from_secs(10))
+        .all()
+        .unwrap_or_else(|e| panic!("read the journal from node {id}: {e}\n{}", c.logs()))
+}
+
+fn check_journals(c: &Cluster, ids: &[u64], o: &Outcomes) {
+    let journals: Vec<Vec<(u64, Vec<u8>)>> = ids.iter().map(|&id| journal_of(c, id)).collect();
+    for (i, j) in journals.iter().enumerate().skip(1) {
+        assert!(
+            j == &journals[0],
+            "node {} and node {} disagree ({} vs {} entries)",
+            ids[0],
+            ids[i],
+            journals[0].len(),
+            j.len()
+        );
+    }
+    let journal = &journals[0];
+    for (i, (seq, _)) in journal.iter().enumerate() {
+        assert_eq!(*seq, i as u64, "sequence numbers must start at 0 without gaps");
+    }
+    let by_seq: HashMap<u64, &[u8]> = journal.iter().map(|(s, d)| (*s, d.as_slice())).collect();
+    for (seq, payload) in &o.acked {
+        assert_eq!(
+            by_seq.get(seq).copied(),
+            Some(payload.as_bytes()),
+            "acknowledged {payload} at seq {seq} is missing or different"
+        );
+    }
+    let mut seen = HashSet::new();
+    for (_, d) in journal {
+        assert!(seen.insert(d.clone()), "duplicate entry {:?}", String::from_utf8_lossy(d));
+    }
+    for p in &o.failed {
+        assert!(!seen.contains(p.as_bytes()), "{p} was reported failed but committed");
+    }
+}
+
+#[test]
+fn journal_leader_kill_under_load_loses_no_acknowledged_append() {
+    let mut c = Cluster::start("kill", Options::default());
+    let leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(10));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (out, handles) = writers(&c, 4, stop.clone());
+    std::thread::sleep(Duration::from_millis(1200));
+    let before = out.lock().unwrap().acked.len();
+    assert!(before > 0, "no append acknowledged before the kill\n{}", c.logs());
+    let killed_at = Instant::now();
+    c.kill9(leader);
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|&i| i != leader).collect();
+    let new_leader = c.wait_leader(&others, Duration::from_secs(10));
+    assert_ne!(new_leader, leader);
+    std::thread::sleep(Duration::from_millis(1500));
+    c.spawn(leader, false);
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+    let o = out.lock().unwrap();
+    let resumed = o
+        .ack_times
+        .iter()
+        .find(|t| **t > killed_at)
+        .map(|t| t.duration_since(killed_at));
+    eprintln!(
+        "acked {} (before kill {before}), indeterminate {}, failed {}, first ack after kill {:?}",
+        o.acked.len(),
+        o.maybe.len(),
+        o.failed.len(),
+        resumed
+    );
+    assert!(resumed.is_some_and(|d| d < Duration::from_secs(5)), "writes did not resume\n{}", c.logs());
+    c.wait_converged(&[1, 2, 3], 1, Duration::from_secs(15));
+    check_journals(&c, &[1, 2, 3], &o);
+}
+
+#[test]
+fn journal_follower_redirects_writes_to_the_leader() {
+    let c = Cluster::start("redirect", Options::default());
+    let leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(10));
+    let follower = if leader == 1 { 2 } else { 1 };
+    // Raw protocol: the follower names the leader's client address.
+    let mut s = TcpStream::connect(c.node(follower).client).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"append +3\nabc").unwrap();
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    let want = format!("leader_addr={}", c.node(leader).client);
+    assert!(line.starts_with("err 5 not-leader") && line.contains(&want), "{line}");
+    // The client library (and so the CLI) follows it.
+    let mut client = c.client(follower, Duration::from_secs(5));
+    assert_eq!(client.append(b"via follower").unwrap(), 0);
+    assert_eq!(client.connected_to(), Some(c.node(leader).client.to_string().as_str()));
+    // Linearizable reads from the follower itself.
+    let mut reader = c.client(follower, Duration::from_secs(5));
+    assert_eq!(reader.get(0).unwrap(), b"via follower");
+    let e = reader.get(1).unwrap_err();
+    assert_eq!(e.code, 3, "{e}");
+}
+
+#[test]
+fn journal_bootstrap_is_refused_with_state_and_inspect_and_recover_work() {
+    let mut c = Cluster::start("boot", Options::default());
+    c.wait_leader(&[1, 2, 3], Duration::from_secs(10));
+    let mut client = c.any_client(Duration::from_secs(5));
+    for i in 0..5 {
+        assert_eq!(client.append(format!("e{i}").as_bytes()).unwrap(), i);
+    }
+    c.wait_converged(&[1, 2, 3], 7, Duration::from_secs(10));
+    c.kill9(1);
+    // A second --bootstrap on a node with state: a clear refusal, exit 3.
+    let out = Command::new(JOURNAL)
+        .arg("--config")
+        .arg(&c.node(1).config)
+        .arg("--bootstrap")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("refusing to bootstrap"), "{err}");
+    // inspect on the stopped node.
+    let out = Command::new(JOURNAL)
+        .args(["inspect", "--data-dir"])
+        .arg(&c.node(1).data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    for want in ["node=1", "last_seq=4", "voters=1,2,3", "journal_entries=5"] {
+        assert!(text.contains(want), "inspect: {text}");
+    }
+    // Quorum loss: 2 and 3 gone for good; 1 becomes the sole voter.
+    c.kill9(2);
+    c.kill9(3);
+    let out = Command::new(JOURNAL)
+        .args(["recover", "--as-sole-member", "--data-dir"])
+        .arg(&c.node(1).data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.spawn(1, false);
+    c.wait_leader(&[1], Duration::from_secs(10));
+    let mut client = c.client(1, Duration::from_secs(5));
+    assert_eq!(client.append(b"after recovery").unwrap(), 5);
+    assert_eq!(client.get(4).unwrap(), b"e4");
+    let st = c.status(1).unwrap();
+    assert_eq!(st.get("voters"), Some("1"));
+}
