@@ -28,7 +28,11 @@ struct Outcomes {
     ack_times: Vec<Instant>,
 }
 
-fn writers(cluster: &Cluster, n: usize, stop: Arc<AtomicBool>) -> (Arc<Mutex<Outcomes>>, Vec<std::thread::JoinHandle<()>>) {
+fn writers(
+    cluster: &Cluster,
+    n: usize,
+    stop: Arc<AtomicBool>,
+) -> (Arc<Mutex<Outcomes>>, Vec<std::thread::JoinHandle<()>>) {
     let out = Arc::new(Mutex::new(Outcomes::default()));
     let mut handles = Vec::new();
     for t in 0..n {
@@ -76,7 +80,10 @@ fn check_journals(c: &Cluster, ids: &[u64], o: &Outcomes) {
     }
     let journal = &journals[0];
     for (i, (seq, _)) in journal.iter().enumerate() {
-        assert_eq!(*seq, i as u64, "sequence numbers must start at 0 without gaps");
+        assert_eq!(
+            *seq, i as u64,
+            "sequence numbers must start at 0 without gaps"
+        );
     }
     let by_seq: HashMap<u64, &[u8]> = journal.iter().map(|(s, d)| (*s, d.as_slice())).collect();
     for (seq, payload) in &o.acked {
@@ -88,10 +95,17 @@ fn check_journals(c: &Cluster, ids: &[u64], o: &Outcomes) {
     }
     let mut seen = HashSet::new();
     for (_, d) in journal {
-        assert!(seen.insert(d.clone()), "duplicate entry {:?}", String::from_utf8_lossy(d));
+        assert!(
+            seen.insert(d.clone()),
+            "duplicate entry {:?}",
+            String::from_utf8_lossy(d)
+        );
     }
     for p in &o.failed {
-        assert!(!seen.contains(p.as_bytes()), "{p} was reported failed but committed");
+        assert!(
+            !seen.contains(p.as_bytes()),
+            "{p} was reported failed but committed"
+        );
     }
 }
 
@@ -103,7 +117,11 @@ fn journal_leader_kill_under_load_loses_no_acknowledged_append() {
     let (out, handles) = writers(&c, 4, stop.clone());
     std::thread::sleep(Duration::from_millis(1200));
     let before = out.lock().unwrap().acked.len();
-    assert!(before > 0, "no append acknowledged before the kill\n{}", c.logs());
+    assert!(
+        before > 0,
+        "no append acknowledged before the kill\n{}",
+        c.logs()
+    );
     let killed_at = Instant::now();
     c.kill9(leader);
     let others: Vec<u64> = [1, 2, 3].into_iter().filter(|&i| i != leader).collect();
@@ -129,7 +147,11 @@ fn journal_leader_kill_under_load_loses_no_acknowledged_append() {
         o.failed.len(),
         resumed
     );
-    assert!(resumed.is_some_and(|d| d < Duration::from_secs(5)), "writes did not resume\n{}", c.logs());
+    assert!(
+        resumed.is_some_and(|d| d < Duration::from_secs(5)),
+        "writes did not resume\n{}",
+        c.logs()
+    );
     c.wait_converged(&[1, 2, 3], 1, Duration::from_secs(15));
     check_journals(&c, &[1, 2, 3], &o);
 }
@@ -146,11 +168,17 @@ fn journal_follower_redirects_writes_to_the_leader() {
     let mut line = String::new();
     BufReader::new(&s).read_line(&mut line).unwrap();
     let want = format!("leader_addr={}", c.node(leader).client);
-    assert!(line.starts_with("err 5 not-leader") && line.contains(&want), "{line}");
+    assert!(
+        line.starts_with("err 5 not-leader") && line.contains(&want),
+        "{line}"
+    );
     // The client library (and so the CLI) follows it.
     let mut client = c.client(follower, Duration::from_secs(5));
     assert_eq!(client.append(b"via follower").unwrap(), 0);
-    assert_eq!(client.connected_to(), Some(c.node(leader).client.to_string().as_str()));
+    assert_eq!(
+        client.connected_to(),
+        Some(c.node(leader).client.to_string().as_str())
+    );
     // Linearizable reads from the follower itself.
     let mut reader = c.client(follower, Duration::from_secs(5));
     assert_eq!(reader.get(0).unwrap(), b"via follower");
@@ -185,7 +213,11 @@ fn journal_bootstrap_is_refused_with_state_and_inspect_and_recover_work() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for want in ["node=1", "last_seq=4", "voters=1,2,3", "journal_entries=5"] {
         assert!(text.contains(want), "inspect: {text}");
     }
@@ -197,7 +229,11 @@ fn journal_bootstrap_is_refused_with_state_and_inspect_and_recover_work() {
         .arg(&c.node(1).data)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     c.spawn(1, false);
     c.wait_leader(&[1], Duration::from_secs(10));
     let mut client = c.client(1, Duration::from_secs(5));
@@ -205,4 +241,84 @@ fn journal_bootstrap_is_refused_with_state_and_inspect_and_recover_work() {
     assert_eq!(client.get(4).unwrap(), b"e4");
     let st = c.status(1).unwrap();
     assert_eq!(st.get("voters"), Some("1"));
+}
+
+#[test]
+fn journal_lagging_follower_catches_up_from_a_snapshot() {
+    let opts = Options {
+        raft_extra: "snapshot_interval = 40".into(),
+        ..Options::default()
+    };
+    let mut c = Cluster::start("snapshot", opts);
+    let leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(10));
+    let lagging = if leader == 3 { 2 } else { 3 };
+    c.kill9(lagging);
+    let mut client = c.client(leader, Duration::from_secs(5));
+    for i in 0..150u64 {
+        assert_eq!(client.append(format!("s{i}").as_bytes()).unwrap(), i);
+    }
+    // The leader compacted past everything the lagging node has.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c
+        .status(leader)
+        .and_then(|r| r.get("snapshot_index").and_then(|s| s.parse::<u64>().ok()))
+        .unwrap_or(0)
+        < 40
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the leader never compacted\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.spawn(lagging, false);
+    c.wait_converged(&[1, 2, 3], 150, Duration::from_secs(15));
+    let o = Outcomes {
+        acked: (0..150).map(|i| (i, format!("s{i}"))).collect(),
+        ..Outcomes::default()
+    };
+    check_journals(&c, &[1, 2, 3], &o);
+    // It goes on from there after a restart too.
+    c.kill9(lagging);
+    c.spawn(lagging, false);
+    assert_eq!(client.append(b"after").unwrap(), 150);
+    c.wait_converged(&[1, 2, 3], 151, Duration::from_secs(15));
+    assert_eq!(
+        c.client(lagging, Duration::from_secs(5)).get(150).unwrap(),
+        b"after"
+    );
+}
+
+#[test]
+fn journal_learner_replicates_and_serves_reads_without_voting() {
+    let opts = Options {
+        nodes: 4,
+        learners: 1,
+        ..Options::default()
+    };
+    let mut c = Cluster::start("learner", opts);
+    let leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(10));
+    let mut client = c.client(leader, Duration::from_secs(5));
+    assert_eq!(client.append(b"to the learner").unwrap(), 0);
+    c.wait_converged(&[1, 2, 3, 4], 2, Duration::from_secs(10));
+    let st = c.status(4).unwrap();
+    assert_eq!(st.get("role"), Some("learner"), "{st:?}");
+    assert_eq!(st.get("learners"), Some("4"));
+    assert_eq!(
+        c.client(4, Duration::from_secs(5)).get(0).unwrap(),
+        b"to the learner"
+    );
+    // Losing one voter keeps the quorum; the learner never counts.
+    let other = [1, 2, 3].into_iter().find(|&i| i != leader).unwrap();
+    c.kill9(other);
+    assert_eq!(client.append(b"still a quorum").unwrap(), 1);
+    // Promote it to voter through the leader.
+    let resp = c
+        .any_client(Duration::from_secs(5))
+        .write("member promote 4", None)
+        .unwrap();
+    assert!(resp.is_ok());
+    let st = c.status(4).unwrap();
+    assert!(st.get("voters").unwrap().contains('4'), "{st:?}");
 }

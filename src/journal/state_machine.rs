@@ -43,6 +43,10 @@ pub enum ReadOp {
     Range { from: u64, to: u64, limit: usize },
 }
 
+/// Produces snapshot data as of an index from a (read-only) connection.
+pub type Snapshotter =
+    std::sync::Arc<dyn Fn(&Connection, u64) -> Result<Vec<u8>, StorageError> + Send + Sync>;
+
 /// Records (each with an optional body) answering a read.
 pub type ReadReply = Vec<(Record, Option<Vec<u8>>)>;
 
@@ -67,7 +71,13 @@ pub trait StateMachine {
     ) -> Result<ApplyOutcome, StorageError>;
 
     /// Serializes the state as of `index` (at most the applied index).
-    fn snapshot(&self, conn: &Connection, index: u64) -> Result<Vec<u8>, StorageError>;
+    fn snapshot(&self, conn: &Connection, index: u64) -> Result<Vec<u8>, StorageError> {
+        (self.snapshotter())(conn, index)
+    }
+
+    /// The same as a function that runs on another thread with its own
+    /// read-only connection, so a large snapshot never stalls the loop.
+    fn snapshotter(&self) -> Snapshotter;
 
     /// Replaces the whole state by a snapshot's data.
     fn restore(&mut self, tx: &Transaction<'_>, data: &[u8]) -> Result<(), StorageError>;
@@ -129,29 +139,8 @@ impl StateMachine for AppendLog {
         Ok(ApplyOutcome::Applied(Record::new().field("seq", seq)))
     }
 
-    fn snapshot(&self, conn: &Connection, index: u64) -> Result<Vec<u8>, StorageError> {
-        let mut out = SNAPSHOT_MAGIC.to_vec();
-        let mut st = conn
-            .prepare_cached(
-                "SELECT seq, raft_index, data FROM journal_entries WHERE raft_index <= ?1 ORDER BY seq",
-            )
-            .map_err(sql_err("snapshot the journal"))?;
-        let mut rows = st
-            .query(params![index as i64])
-            .map_err(sql_err("snapshot the journal"))?;
-        while let Some(row) = rows.next().map_err(sql_err("snapshot the journal"))? {
-            let seq: i64 = row.get(0).map_err(sql_err("snapshot row"))?;
-            let raft_index: i64 = row.get(1).map_err(sql_err("snapshot row"))?;
-            let data = row.get_ref(2).map_err(sql_err("snapshot row"))?;
-            let data = data
-                .as_blob()
-                .map_err(|e| StorageError::new(e.to_string()))?;
-            out.extend_from_slice(&(seq as u64).to_be_bytes());
-            out.extend_from_slice(&(raft_index as u64).to_be_bytes());
-            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-            out.extend_from_slice(data);
-        }
-        Ok(out)
+    fn snapshotter(&self) -> Snapshotter {
+        std::sync::Arc::new(append_log_snapshot)
     }
 
     fn restore(&mut self, tx: &Transaction<'_>, data: &[u8]) -> Result<(), StorageError> {
@@ -232,6 +221,32 @@ impl StateMachine for AppendLog {
             .field("last_seq", last)
             .field("next_seq", self.next_seq)
     }
+}
+
+/// [`AppendLog`]'s snapshot: every entry applied at or before `index`.
+fn append_log_snapshot(conn: &Connection, index: u64) -> Result<Vec<u8>, StorageError> {
+    let mut out = SNAPSHOT_MAGIC.to_vec();
+    let mut st = conn
+        .prepare_cached(
+            "SELECT seq, raft_index, data FROM journal_entries WHERE raft_index <= ?1 ORDER BY seq",
+        )
+        .map_err(sql_err("snapshot the journal"))?;
+    let mut rows = st
+        .query(params![index as i64])
+        .map_err(sql_err("snapshot the journal"))?;
+    while let Some(row) = rows.next().map_err(sql_err("snapshot the journal"))? {
+        let seq: i64 = row.get(0).map_err(sql_err("snapshot row"))?;
+        let raft_index: i64 = row.get(1).map_err(sql_err("snapshot row"))?;
+        let data = row.get_ref(2).map_err(sql_err("snapshot row"))?;
+        let data = data
+            .as_blob()
+            .map_err(|e| StorageError::new(e.to_string()))?;
+        out.extend_from_slice(&(seq as u64).to_be_bytes());
+        out.extend_from_slice(&(raft_index as u64).to_be_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        out.extend_from_slice(data);
+    }
+    Ok(out)
 }
 
 fn entry_record(seq: u64, index: u64, data: &[u8]) -> Record {

@@ -51,7 +51,8 @@ impl Proxy {
                     continue;
                 }
                 let _ = inbound.set_nonblocking(false);
-                let Ok(outbound) = TcpStream::connect_timeout(&target, Duration::from_secs(1)) else {
+                let Ok(outbound) = TcpStream::connect_timeout(&target, Duration::from_secs(1))
+                else {
                     continue;
                 };
                 let _ = inbound.set_nodelay(true);
@@ -133,6 +134,8 @@ pub struct Cluster {
 #[derive(Clone)]
 pub struct Options {
     pub nodes: u64,
+    /// How many of the last `nodes` are learners instead of voters.
+    pub learners: u64,
     pub proxies: bool,
     /// Extra lines for `[journal.raft]`.
     pub raft_extra: String,
@@ -143,6 +146,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             nodes: 3,
+            learners: 0,
             proxies: false,
             raft_extra: String::new(),
             request_timeout_ms: 3000,
@@ -188,37 +192,46 @@ impl Cluster {
             }
         }
         for n in &nodes {
+            let entry = |m: &NodeProc| {
+                let raft = if m.id == n.id || !opts.proxies {
+                    m.raft
+                } else {
+                    proxies
+                        .iter()
+                        .find(|(k, _)| *k == (n.id, m.id))
+                        .map(|(_, p)| p.addr)
+                        .unwrap()
+                };
+                format!(
+                    "\"{}:{}:{}:{}\"",
+                    m.id,
+                    raft.ip(),
+                    raft.port(),
+                    m.client.port()
+                )
+            };
+            let first_learner = opts.nodes - opts.learners + 1;
             let members: Vec<String> = nodes
                 .iter()
-                .map(|m| {
-                    let raft = if m.id == n.id || !opts.proxies {
-                        m.raft
-                    } else {
-                        proxies
-                            .iter()
-                            .find(|(k, _)| *k == (n.id, m.id))
-                            .map(|(_, p)| p.addr)
-                            .unwrap()
-                    };
-                    format!(
-                        "\"{}:{}:{}:{}\"",
-                        m.id,
-                        raft.ip(),
-                        raft.port(),
-                        m.client.port()
-                    )
-                })
+                .filter(|m| m.id < first_learner)
+                .map(&entry)
+                .collect();
+            let learners: Vec<String> = nodes
+                .iter()
+                .filter(|m| m.id >= first_learner)
+                .map(&entry)
                 .collect();
             let text = format!(
                 "[journal]\nnode_id = {}\nlisten_addr = \"{}\"\nraft_listen_addr = \"{}\"\n\
                  data_dir = \"{}\"\n\n[journal.clients]\nrequest_timeout_ms = {}\n\n\
-                 [journal.raft]\nmembers = [{}]\n{}\n",
+                 [journal.raft]\nmembers = [{}]\nlearners = [{}]\n{}\n",
                 n.id,
                 n.client,
                 n.raft,
                 n.data.display(),
                 opts.request_timeout_ms,
                 members.join(", "),
+                learners.join(", "),
                 opts.raft_extra
             );
             std::fs::write(&n.config, text).unwrap();
@@ -293,7 +306,10 @@ impl Cluster {
         loop {
             let views: Vec<Option<String>> = among
                 .iter()
-                .map(|&id| self.status(id).and_then(|r| r.get("leader").map(str::to_string)))
+                .map(|&id| {
+                    self.status(id)
+                        .and_then(|r| r.get("leader").map(str::to_string))
+                })
                 .collect();
             if let Some(Some(l)) = views.first() {
                 if l != "-" && views.iter().all(|v| v.as_deref() == Some(l.as_str())) {
@@ -368,7 +384,12 @@ impl Cluster {
             let text = std::fs::read_to_string(&n.log).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(25)..];
-            out.push_str(&format!("--- node {} ({}):\n{}\n", n.id, n.log.display(), tail.join("\n")));
+            out.push_str(&format!(
+                "--- node {} ({}):\n{}\n",
+                n.id,
+                n.log.display(),
+                tail.join("\n")
+            ));
         }
         out
     }

@@ -14,6 +14,7 @@
 //! rebuilt from disk after a backoff. Until then it takes no part in Raft
 //! (its peers elect someone else) and refuses client operations.
 
+mod compaction;
 mod requests;
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +37,7 @@ use crate::proto::{err_line, ExitCode, Limits};
 const RAFT_LISTENER: Token = Token(0);
 const CLIENT_LISTENER: Token = Token(1);
 const SIGNALS: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
 /// Tokens below this are for peer links (by node id offset).
 const FIRST_DYNAMIC: usize = 1 << 20;
 const STORAGE_RETRY_MIN_MS: u64 = 1000;
@@ -93,6 +95,8 @@ pub struct Daemon {
     fsync_hist: Histogram,
     commit_hist: Histogram,
     last_snapshot_ms: u64,
+    snapshots: compaction::SnapshotWorker,
+    snapshot_started: Option<Instant>,
 }
 
 impl Daemon {
@@ -163,6 +167,15 @@ impl Daemon {
             c.idle_timeout_seconds * 1000,
         );
         let soft = node.soft_state();
+        let waker = std::sync::Arc::new(
+            mio::Waker::new(poll.registry(), WAKER).map_err(|e| format!("waker: {e}"))?,
+        );
+        let snapshots = compaction::SnapshotWorker::start(
+            storage.path().to_path_buf(),
+            sm.snapshotter(),
+            waker,
+        )
+        .map_err(|e| format!("snapshot thread: {e}"))?;
         Ok(Daemon {
             settings,
             poll,
@@ -181,6 +194,8 @@ impl Daemon {
             fsync_hist: Histogram::default(),
             commit_hist: Histogram::default(),
             last_snapshot_ms: 0,
+            snapshots,
+            snapshot_started: None,
         })
     }
 
@@ -213,6 +228,12 @@ impl Daemon {
             }
             let now = self.now_ms();
             for ev in events.iter() {
+                if ev.token() == WAKER {
+                    if let Err(e) = self.maybe_compact() {
+                        self.storage_failed(e, now);
+                    }
+                    continue;
+                }
                 if ev.token() == SIGNALS {
                     let sigs = signals.read().unwrap_or_default();
                     if sigs
@@ -435,28 +456,39 @@ impl Daemon {
         }
     }
 
+    /// Starts a snapshot on the helper thread once `snapshot_interval`
+    /// entries were applied since the last one; installs finished ones.
     fn maybe_compact(&mut self) -> Result<(), StorageError> {
-        let (Some(node), Some(storage)) = (self.node.as_mut(), self.storage.as_mut()) else {
+        if let Some(result) = self.snapshots.take_result() {
+            let (index, data) = result?;
+            let (Some(node), Some(storage)) = (self.node.as_mut(), self.storage.as_mut()) else {
+                return Ok(());
+            };
+            let len = data.len();
+            match node.compact(index, data) {
+                Ok(meta) => {
+                    storage.record_snapshot(&meta, len)?;
+                    self.last_snapshot_ms = self
+                        .snapshot_started
+                        .take()
+                        .map_or(0, |t| t.elapsed().as_millis() as u64);
+                    log::info!(target: "journal", "snapshot at index {} ({len} bytes) in {} ms; log compacted",
+                        meta.index, self.last_snapshot_ms);
+                }
+                // A snapshot installed from the leader meanwhile covers it.
+                Err(e) => log::debug!(target: "journal", "compaction at {index} skipped: {e}"),
+            }
+        }
+        let Some(node) = self.node.as_ref() else {
             return Ok(());
         };
         let applied = node.applied();
-        if applied < node.snapshot_meta().index + self.settings.raft.snapshot_interval {
-            return Ok(());
+        if !self.snapshots.busy()
+            && applied >= node.snapshot_meta().index + self.settings.raft.snapshot_interval
+        {
+            self.snapshot_started = Some(Instant::now());
+            self.snapshots.request(applied);
         }
-        let started = Instant::now();
-        let data = self.sm.snapshot(storage.conn(), applied)?;
-        let len = data.len();
-        let meta = match node.compact(applied, data) {
-            Ok(m) => m,
-            Err(e) => {
-                log::warn!(target: "journal", "compaction at {applied} refused: {e}");
-                return Ok(());
-            }
-        };
-        storage.record_snapshot(&meta, len)?;
-        self.last_snapshot_ms = started.elapsed().as_millis() as u64;
-        log::info!(target: "journal", "snapshot at index {} ({len} bytes) in {} ms; log compacted",
-            meta.index, self.last_snapshot_ms);
         Ok(())
     }
 

@@ -128,19 +128,7 @@ impl Daemon {
         };
         let term = node.term();
         match node.propose(now, body) {
-            Ok(index) => {
-                let deadline_ms = now + self.settings.clients.request_timeout_ms;
-                self.writes.insert(
-                    index,
-                    PendingWrite {
-                        token: t,
-                        term,
-                        kind: WriteKind::Append,
-                        deadline_ms,
-                        started: Instant::now(),
-                    },
-                );
-            }
+            Ok(index) => self.track_write(t, index, term, WriteKind::Append, now),
             Err(ProposeError::NotLeader { leader }) => {
                 let line = self.not_leader(leader);
                 self.answer(t, vec![line]);
@@ -152,6 +140,23 @@ impl Daemon {
                 let line = err_line(ExitCode::Unreachable, &format!("not-committed: {e}; retry"));
                 self.answer(t, vec![line]);
             }
+        }
+    }
+
+    /// Remembers a proposal until its index is applied. An older proposal
+    /// at the same index (from an earlier term of ours, since truncated
+    /// here) may still commit through another node: its fate is unknown.
+    fn track_write(&mut self, t: Token, index: u64, term: u64, kind: WriteKind, now: u64) {
+        let write = PendingWrite {
+            token: t,
+            term,
+            kind,
+            deadline_ms: now + self.settings.clients.request_timeout_ms,
+            started: Instant::now(),
+        };
+        if let Some(old) = self.writes.insert(index, write) {
+            let line = super::indeterminate("its log position was overwritten by a newer leader");
+            self.answer(old.token, vec![line]);
         }
     }
 
@@ -250,19 +255,7 @@ impl Daemon {
         };
         let term = node.term();
         match node.propose_membership(now, new) {
-            Ok(index) => {
-                let deadline_ms = now + self.settings.clients.request_timeout_ms;
-                self.writes.insert(
-                    index,
-                    PendingWrite {
-                        token: t,
-                        term,
-                        kind: WriteKind::Membership,
-                        deadline_ms,
-                        started: Instant::now(),
-                    },
-                );
-            }
+            Ok(index) => self.track_write(t, index, term, WriteKind::Membership, now),
             Err(ProposeError::NotLeader { leader }) => {
                 let line = self.not_leader(leader);
                 self.answer(t, vec![line]);

@@ -129,7 +129,8 @@ impl Storage {
             )));
         }
         conn.execute_batch(
-            "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
+            "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000; \
+             PRAGMA journal_size_limit=8388608;",
         )
         .map_err(ctx("set pragmas"))?;
         if opts.no_autocheckpoint {

@@ -240,8 +240,8 @@ impl StateMachine for Failing {
         }
         self.inner.apply(tx, entry)
     }
-    fn snapshot(&self, conn: &Connection, index: u64) -> Result<Vec<u8>, StorageError> {
-        self.inner.snapshot(conn, index)
+    fn snapshotter(&self) -> crate::journal::state_machine::Snapshotter {
+        self.inner.snapshotter()
     }
     fn restore(&mut self, tx: &Transaction<'_>, data: &[u8]) -> Result<(), StorageError> {
         self.inner.restore(tx, data)
