@@ -36,7 +36,10 @@ fn journal_isolated_leader_serves_nothing_and_the_majority_goes_on() {
     let started = Instant::now();
     let e = minority.append(b"minority write").unwrap_err();
     assert_eq!(e.code, 5, "{e}");
-    assert!(started.elapsed() >= Duration::from_millis(400), "answered too fast: {e}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "answered too fast: {e}"
+    );
 
     // The majority elects a leader and commits.
     let new = c.wait_leader(&majority, Duration::from_secs(10));
@@ -48,7 +51,10 @@ fn journal_isolated_leader_serves_nothing_and_the_majority_goes_on() {
     let mut reader = c.client(old, Duration::from_secs(2));
     match reader.get(3) {
         Err(e) => assert_eq!(e.code, 5, "{e}"),
-        Ok(d) => panic!("the isolated node served a read: {:?}", String::from_utf8_lossy(&d)),
+        Ok(d) => panic!(
+            "the isolated node served a read: {:?}",
+            String::from_utf8_lossy(&d)
+        ),
     }
     // And nothing it holds is served either.
     assert!(reader.get(0).is_err(), "isolated node served a stale read");
@@ -65,7 +71,12 @@ fn journal_isolated_leader_serves_nothing_and_the_majority_goes_on() {
     let datas: Vec<&[u8]> = journals[0].iter().map(|(_, d)| d.as_slice()).collect();
     assert_eq!(
         datas,
-        [&b"before-0"[..], b"before-1", b"before-2", b"majority write"],
+        [
+            &b"before-0"[..],
+            b"before-1",
+            b"before-2",
+            b"majority write"
+        ],
         "the minority write must have been discarded"
     );
 }
