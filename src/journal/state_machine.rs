@@ -256,11 +256,13 @@ fn entry_record(seq: u64, index: u64, data: &[u8]) -> Record {
         .field("len", data.len())
 }
 
-type SnapshotEntry = (u64, u64, Vec<u8>);
+/// `(seq, raft_index, data)` of one entry in a snapshot.
+pub type SnapshotEntry = (u64, u64, Vec<u8>);
 
 /// Parses [`AppendLog`] snapshot data (strict: sequence numbers from 0
-/// without gaps, nothing trailing).
-fn decode_snapshot(data: &[u8]) -> Result<Vec<SnapshotEntry>, StorageError> {
+/// without gaps, nothing trailing). The data comes from the leader over
+/// the network: it is fuzzed (`fz_journal_snapshot`).
+pub fn decode_snapshot(data: &[u8]) -> Result<Vec<SnapshotEntry>, StorageError> {
     let bad = |why: &str| StorageError::new(format!("bad journal snapshot: {why}"));
     let mut rest = data
         .strip_prefix(SNAPSHOT_MAGIC)

@@ -160,14 +160,16 @@ fn failover(runs: u64) {
         let leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(15));
         c.wait_converged(&[1, 2, 3], 1, Duration::from_secs(15));
         let stop = Arc::new(AtomicBool::new(false));
-        let acks: Arc<Mutex<Vec<Instant>>> = Arc::new(Mutex::new(Vec::new()));
+        // (sent, acknowledged) of every successful append.
+        let acks: Arc<Mutex<Vec<(Instant, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
         let mut client = c.any_client(Duration::from_secs(10));
         let (s2, a2) = (stop.clone(), acks.clone());
         let writer = std::thread::spawn(move || {
             let mut i = 0;
             while !s2.load(Ordering::Relaxed) {
+                let sent = Instant::now();
                 if client.append(&payload(i)).is_ok() {
-                    a2.lock().unwrap().push(Instant::now());
+                    a2.lock().unwrap().push((sent, Instant::now()));
                 }
                 i += 1;
             }
@@ -177,8 +179,10 @@ fn failover(runs: u64) {
         c.kill9(leader);
         let deadline = killed + Duration::from_secs(10);
         let took = loop {
-            if let Some(t) = acks.lock().unwrap().iter().find(|t| **t > killed) {
-                break t.duration_since(killed);
+            // The first append sent after the kill (one sent before may
+            // have been committed by the old leader just in time).
+            if let Some((_, done)) = acks.lock().unwrap().iter().find(|(sent, _)| *sent > killed) {
+                break done.duration_since(killed);
             }
             assert!(
                 Instant::now() < deadline,

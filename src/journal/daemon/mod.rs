@@ -381,7 +381,7 @@ impl Daemon {
             Some(s) => s.persist(&ready, self.sm.as_mut())?,
             None => return Ok(()),
         };
-        if persisted.wrote {
+        if persisted.synced {
             self.fsync_hist.record(persisted.commit_us);
         }
         for (to, msg) in &ready.messages {

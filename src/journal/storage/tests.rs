@@ -453,3 +453,31 @@ fn disk_full_fails_the_batch_and_keeps_committed_data() {
         std::panic::resume_unwind(p);
     }
 }
+
+#[test]
+fn only_batches_raft_needs_durable_are_fsynced() {
+    let dir = TempDir::new("sync");
+    let mut st = open(&dir.0);
+    let mut sm = AppendLog::new();
+    let e = vec![membership_entry(1, 1, &[1]), normal(2, 1, b"a")];
+    let out = st.persist(&batch(e.clone(), 1, vec![]), &mut sm).unwrap();
+    assert!(out.synced, "new entries must be durable");
+    // Commit index and apply only: no fsync needed.
+    let out = st.persist(&batch(vec![], 1, e), &mut sm).unwrap();
+    assert!(!out.synced);
+    assert_eq!(out.applied.len(), 2);
+    // A vote is durable before anyone hears of it.
+    let vote = Ready {
+        hard_state: Some(HardState {
+            term: 2,
+            vote: Some(3),
+            commit: 2,
+        }),
+        ..Ready::default()
+    };
+    assert!(st.persist(&vote, &mut sm).unwrap().synced);
+    drop(st);
+    let restored = open(&dir.0).load(&mut AppendLog::new()).unwrap();
+    assert_eq!(restored.hard_state.vote, Some(3));
+    assert_eq!(restored.applied, 2);
+}
