@@ -128,6 +128,8 @@ pub struct Cluster {
     pub nodes: Vec<NodeProc>,
     /// `proxies[(from, to)]`: the link from node `from` to node `to`.
     pub proxies: Vec<((u64, u64), Proxy)>,
+    /// tmpfs mounts to undo.
+    pub mounts: Vec<PathBuf>,
 }
 
 /// Options for [`Cluster::start`].
@@ -140,6 +142,8 @@ pub struct Options {
     /// Extra lines for `[journal.raft]`.
     pub raft_extra: String,
     pub request_timeout_ms: u64,
+    /// Put this node's data dir on a tmpfs of this size (root only).
+    pub tmpfs: Option<(u64, &'static str)>,
 }
 
 impl Default for Options {
@@ -150,6 +154,7 @@ impl Default for Options {
             proxies: false,
             raft_extra: String::new(),
             request_timeout_ms: 3000,
+            tmpfs: None,
         }
     }
 }
@@ -236,10 +241,23 @@ impl Cluster {
             );
             std::fs::write(&n.config, text).unwrap();
         }
+        let mut mounts = Vec::new();
+        if let Some((id, size)) = opts.tmpfs {
+            let data = &nodes[(id - 1) as usize].data;
+            std::fs::create_dir_all(data).unwrap();
+            let ok = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "pact-jtest"])
+                .arg(data)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "mount a tmpfs on {}", data.display());
+            mounts.push(data.clone());
+        }
         let mut c = Cluster {
             dir,
             nodes,
             proxies,
+            mounts,
         };
         for id in 1..=opts.nodes {
             c.spawn(id, id == 1);
@@ -371,6 +389,16 @@ impl Cluster {
         }
     }
 
+    /// Resizes the tmpfs under node `id`'s data dir.
+    pub fn resize_tmpfs(&self, id: u64, size: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.node(id).data)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "remount the tmpfs");
+    }
+
     pub fn heal(&self) {
         for (_, p) in &self.proxies {
             p.heal();
@@ -402,6 +430,9 @@ impl Drop for Cluster {
                 let _ = c.kill();
                 let _ = c.wait();
             }
+        }
+        for m in &self.mounts {
+            let _ = Command::new("umount").arg(m).status();
         }
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
