@@ -97,6 +97,8 @@ pub struct Daemon {
     last_snapshot_ms: u64,
     snapshots: compaction::SnapshotWorker,
     snapshot_started: Option<Instant>,
+    /// Connections whose request was just answered.
+    answered: Vec<Token>,
 }
 
 impl Daemon {
@@ -196,6 +198,7 @@ impl Daemon {
             last_snapshot_ms: 0,
             snapshots,
             snapshot_started: None,
+            answered: Vec::new(),
         })
     }
 
@@ -215,8 +218,17 @@ impl Daemon {
         log::info!(target: "journal", "node {} serving clients on {} and peers on {}",
             self.settings.node_id, self.settings.client_listen, self.settings.raft_listen);
         loop {
+            // Requests answered at once may free pipelined ones, which may
+            // need Raft work: repeat until both are quiet.
+            loop {
+                let now = self.now_ms();
+                self.next_requests();
+                self.drive(now);
+                if self.answered.is_empty() {
+                    break;
+                }
+            }
             let now = self.now_ms();
-            self.drive(now);
             self.peers.flush(self.poll.registry(), now);
             let timeout = self
                 .next_deadline()
@@ -312,16 +324,30 @@ impl Daemon {
         }
     }
 
-    /// Sends the final lines of a request and picks up the next one.
+    /// Sends the final lines of a request; the connection's next request
+    /// is picked up by [`Self::next_requests`] (a loop, not recursion: a
+    /// client may pipeline thousands of requests).
     fn answer(&mut self, t: Token, lines: Vec<String>) {
         self.clients.send(self.poll.registry(), t, &lines);
         self.clients.finish(self.poll.registry(), t);
-        let now = self.now_ms();
-        let next = self.clients.next_input(t);
-        if next.is_empty() {
-            self.clients.finish(self.poll.registry(), t);
+        self.answered.push(t);
+    }
+
+    /// Handles the buffered requests of connections whose last request
+    /// was answered, until each is busy again or has nothing buffered.
+    fn next_requests(&mut self) {
+        while let Some(t) = self.answered.pop() {
+            let now = self.now_ms();
+            let mut next = self.clients.next_input(t);
+            if next.is_empty() {
+                next = self.clients.resume(self.poll.registry(), t, now);
+            }
+            if next.is_empty() {
+                // Nothing more: lets a client that sent EOF be closed.
+                self.clients.finish(self.poll.registry(), t);
+            }
+            self.handle_inputs(next, now);
         }
-        self.handle_inputs(next, now);
     }
 
     fn on_timers(&mut self, now: u64) {

@@ -36,6 +36,9 @@ pub struct Conn {
     close_after_flush: bool,
     writable_registered: bool,
     broken: bool,
+    /// Input left in the socket while a request is in flight (so a
+    /// pipelining client cannot make us buffer without bound).
+    read_paused: bool,
 }
 
 /// Something the daemon must look at after a read.
@@ -115,6 +118,7 @@ impl ClientServer {
                     close_after_flush: false,
                     writable_registered: false,
                     broken: false,
+                    read_paused: false,
                 },
             );
         }
@@ -131,6 +135,12 @@ impl ClientServer {
             self.close(registry, t);
             return vec![];
         }
+        if c.busy {
+            c.read_paused = true;
+            self.sync_interest(registry, t);
+            return vec![];
+        }
+        c.read_paused = false;
         let mut buf = [0u8; 16 * 1024];
         let mut eof = false;
         loop {
@@ -170,6 +180,14 @@ impl ClientServer {
         }
         self.sync_interest(registry, t);
         inputs
+    }
+
+    /// Reads input left in the socket while the connection was busy.
+    pub fn resume(&mut self, registry: &Registry, t: Token, now_ms: u64) -> Vec<Input> {
+        match self.conns.get(&t) {
+            Some(c) if c.read_paused && !c.busy => self.on_event(registry, t, now_ms),
+            _ => vec![],
+        }
     }
 
     /// The next buffered request of a connection that is not busy.
