@@ -26,6 +26,11 @@ struct Outcomes {
     failed: Vec<String>,
     /// When each ack arrived.
     ack_times: Vec<Instant>,
+    /// (sent, acknowledged, seq) of every acknowledged append.
+    spans: Vec<(Instant, Instant, u64)>,
+    /// Reads checked against acknowledged appends, and reads refused.
+    reads_ok: usize,
+    reads_refused: usize,
 }
 
 fn writers(
@@ -43,12 +48,14 @@ fn writers(
             while !stop.load(Ordering::Relaxed) {
                 let payload = format!("w{t}-{k}");
                 k += 1;
+                let sent = Instant::now();
                 let r = client.append(payload.as_bytes());
                 let mut o = out.lock().unwrap();
                 match r {
                     Ok(seq) => {
                         o.acked.push((seq, payload));
                         o.ack_times.push(Instant::now());
+                        o.spans.push((sent, Instant::now(), seq));
                     }
                     Err(e) if e.is_indeterminate() => o.maybe.push(payload),
                     Err(_) => o.failed.push(payload),
@@ -57,6 +64,67 @@ fn writers(
         }));
     }
     (out, handles)
+}
+
+/// Readers on every node: a read started after an append was acknowledged
+/// must see it (no stale reads, even across kills).
+fn readers(
+    cluster: &Cluster,
+    out: Arc<Mutex<Outcomes>>,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (1..=3)
+        .map(|id| {
+            let mut client = cluster.client(id, Duration::from_secs(2));
+            let (out, stop) = (out.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let latest = {
+                        let o = out.lock().unwrap();
+                        o.acked.iter().max_by_key(|(s, _)| *s).cloned()
+                    };
+                    let Some((seq, payload)) = latest else {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
+                    let r = client.get(seq);
+                    let mut o = out.lock().unwrap();
+                    match r {
+                        Ok(data) => {
+                            assert_eq!(data, payload.as_bytes(), "node {id} read seq {seq} wrong");
+                            o.reads_ok += 1;
+                        }
+                        // Unavailable (killed, electing): fine; stale: not.
+                        Err(e) if e.code == 5 => o.reads_refused += 1,
+                        Err(e) => panic!("node {id}: read of acknowledged seq {seq} failed: {e}"),
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Real-time order: an append acknowledged before another was sent has
+/// the smaller sequence number.
+fn check_real_time_order(spans: &[(Instant, Instant, u64)]) {
+    let mut by_end: Vec<&(Instant, Instant, u64)> = spans.iter().collect();
+    by_end.sort_by_key(|s| s.1);
+    let mut prefix_max = Vec::with_capacity(by_end.len());
+    let mut m = 0u64;
+    for s in &by_end {
+        m = m.max(s.2);
+        prefix_max.push(m);
+    }
+    for (sent, _, seq) in spans {
+        let before = by_end.partition_point(|s| s.1 < *sent);
+        if before > 0 {
+            assert!(
+                prefix_max[before - 1] < *seq,
+                "seq {seq} was sent after seq {} was acknowledged",
+                prefix_max[before - 1]
+            );
+        }
+    }
 }
 
 /// The journal as node `id` holds it, read through that node.
@@ -114,7 +182,8 @@ fn journal_leader_kill_under_load_loses_no_acknowledged_append() {
     let mut c = Cluster::start("kill", Options::default());
     let leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(10));
     let stop = Arc::new(AtomicBool::new(false));
-    let (out, handles) = writers(&c, 4, stop.clone());
+    let (out, mut handles) = writers(&c, 4, stop.clone());
+    handles.extend(readers(&c, out.clone(), stop.clone()));
     std::thread::sleep(Duration::from_millis(1200));
     let before = out.lock().unwrap().acked.len();
     assert!(
@@ -141,12 +210,17 @@ fn journal_leader_kill_under_load_loses_no_acknowledged_append() {
         .find(|t| **t > killed_at)
         .map(|t| t.duration_since(killed_at));
     eprintln!(
-        "acked {} (before kill {before}), indeterminate {}, failed {}, first ack after kill {:?}",
+        "acked {} (before kill {before}), indeterminate {}, failed {}, first ack after kill {:?}, \
+         reads checked {} refused {}",
         o.acked.len(),
         o.maybe.len(),
         o.failed.len(),
-        resumed
+        resumed,
+        o.reads_ok,
+        o.reads_refused
     );
+    assert!(o.reads_ok > 0, "no read succeeded");
+    check_real_time_order(&o.spans);
     assert!(
         resumed.is_some_and(|d| d < Duration::from_secs(5)),
         "writes did not resume\n{}",
