@@ -3,6 +3,8 @@
 //! proxies on every peer link, `kill -9` and restarts.
 #![allow(dead_code)]
 
+pub mod checks;
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
