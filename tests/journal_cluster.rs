@@ -107,6 +107,21 @@ fn journal_bootstrap_is_refused_with_state_and_inspect_and_recover_work() {
         assert_eq!(client.append(format!("e{i}").as_bytes()).unwrap(), i);
     }
     c.wait_converged(&[1, 2, 3], 7, Duration::from_secs(10));
+    // A second process on a data dir in use is refused (it would vote twice).
+    let out = Command::new(JOURNAL)
+        .arg("--config")
+        .arg(&c.node(1).config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("in use by another pact-journal"), "{err}");
+    let out = Command::new(JOURNAL)
+        .args(["recover", "--as-sole-member", "--data-dir"])
+        .arg(&c.node(1).data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
     c.kill9(1);
     // A second --bootstrap on a node with state: a clear refusal, exit 3.
     let out = Command::new(JOURNAL)

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::config::{self, JournalFile, Overrides};
 use super::daemon::Daemon;
-use super::storage::{Storage, StorageOptions, DB_FILE};
+use super::storage::{DirLock, Storage, StorageOptions, DB_FILE};
 
 const HELP: &str = "\
 pact-journal - the Raft-replicated configuration journal of pact
@@ -183,10 +183,9 @@ fn data_dir(args: &Args) -> Result<PathBuf, String> {
 
 fn open_stopped(args: &Args) -> Result<Storage, String> {
     let dir = data_dir(args)?;
-    let storage = Storage::open(&dir, &StorageOptions::default()).map_err(|e| e.to_string())?;
-    // A running daemon holds the database open; inspecting it is harmless
-    // (SQLite isolates readers), recovering it is not.
-    Ok(storage)
+    // Inspecting a running node is harmless (SQLite isolates readers);
+    // `recover` takes the directory lock first.
+    Storage::open(&dir, &StorageOptions::default()).map_err(|e| e.to_string())
 }
 
 fn inspect(args: &Args) -> i32 {
@@ -238,6 +237,13 @@ fn recover(args: &Args) -> i32 {
         eprintln!("pact-journal recover: say --as-sole-member (the only recovery there is)");
         return EXIT_USAGE;
     }
+    let _lock = match data_dir(args).and_then(|d| DirLock::acquire(&d).map_err(|e| e.to_string())) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("pact-journal recover: {e}");
+            return EXIT_USAGE;
+        }
+    };
     let mut storage = match open_stopped(args) {
         Ok(s) => s,
         Err(e) => {

@@ -28,7 +28,7 @@ use super::config::Settings;
 use super::histogram::Histogram;
 use super::raft::{EntryKind, Membership, RaftConfig, RaftNode, Ready, Role, SoftState};
 use super::state_machine::{AppendLog, ApplyOutcome, ReadOp, StateMachine};
-use super::storage::{Storage, StorageError, StorageOptions};
+use super::storage::{DirLock, Storage, StorageError, StorageOptions};
 use super::transport::clients::{ClientServer, Input};
 use super::transport::peers::PeerNet;
 use crate::agent::signals::{name as signal_name, SignalFd};
@@ -99,12 +99,14 @@ pub struct Daemon {
     snapshot_started: Option<Instant>,
     /// Connections whose request was just answered.
     answered: Vec<Token>,
+    _lock: DirLock,
 }
 
 impl Daemon {
     /// Opens storage, binds both ports, and, with `bootstrap`, starts a new
     /// cluster from the configured membership (refused if the node has state).
     pub fn new(settings: Settings, bootstrap: bool) -> Result<Daemon, String> {
+        let lock = DirLock::acquire(&settings.data_dir).map_err(|e| e.to_string())?;
         let mut storage = Storage::open(&settings.data_dir, &StorageOptions::default())
             .map_err(|e| e.to_string())?;
         storage
@@ -199,6 +201,7 @@ impl Daemon {
             snapshots,
             snapshot_started: None,
             answered: Vec::new(),
+            _lock: lock,
         })
     }
 

@@ -28,6 +28,41 @@ use super::state_machine::{ApplyOutcome, CommittedEntry, StateMachine};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "journal.db";
+/// Held (flock) by the process that owns the data directory.
+pub const LOCK_FILE: &str = "journal.lock";
+
+/// Exclusive ownership of a data directory: one `pact-journal` (or one
+/// `recover`) at a time; a second one would vote twice.
+pub struct DirLock {
+    _file: std::fs::File,
+}
+
+impl DirLock {
+    /// Takes the lock or says who (which kind of process) holds it.
+    pub fn acquire(dir: &Path) -> Result<DirLock, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StorageError::new(format!("cannot create data dir {}: {e}", dir.display()))
+        })?;
+        let path = dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StorageError::new(format!("cannot open {}: {e}", path.display())))?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(DirLock { _file: file }),
+            Err(rustix::io::Errno::WOULDBLOCK) => Err(StorageError::new(format!(
+                "{} is in use by another pact-journal (stop it first)",
+                dir.display()
+            ))),
+            Err(e) => Err(StorageError::new(format!(
+                "cannot lock {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+}
 /// Snapshot metadata rows kept.
 pub const SNAPSHOTS_KEPT: usize = 3;
 
