@@ -137,6 +137,8 @@ pub struct ClientsSection {
     pub request_timeout_ms: u64,
     /// Largest number of entries one `range` returns.
     pub max_range: usize,
+    /// A `range` stops adding entries once their data reaches this.
+    pub max_range_bytes: SizeValue,
 }
 
 impl Default for ClientsSection {
@@ -149,6 +151,7 @@ impl Default for ClientsSection {
             idle_timeout_seconds: 300,
             request_timeout_ms: 5000,
             max_range: 10_000,
+            max_range_bytes: SizeValue(64 << 20),
         }
     }
 }

@@ -39,8 +39,14 @@ pub enum ApplyOutcome {
 pub enum ReadOp {
     /// One entry by sequence number.
     Get { seq: u64 },
-    /// Entries `from..=to`, at most `limit` of them.
-    Range { from: u64, to: u64, limit: usize },
+    /// Entries `from..=to`, at most `limit` of them, and no more once
+    /// their data reaches `max_bytes` (at least one is returned).
+    Range {
+        from: u64,
+        to: u64,
+        limit: usize,
+        max_bytes: usize,
+    },
 }
 
 /// Produces snapshot data as of an index from a (read-only) connection.
@@ -185,7 +191,12 @@ impl StateMachine for AppendLog {
                     )),
                 }
             }
-            ReadOp::Range { from, to, limit } => {
+            ReadOp::Range {
+                from,
+                to,
+                limit,
+                max_bytes,
+            } => {
                 let mut st = conn
                     .prepare_cached(
                         "SELECT seq, raft_index, data FROM journal_entries \
@@ -203,8 +214,13 @@ impl StateMachine for AppendLog {
                     })
                     .map_err(internal)?;
                 let mut out = Vec::new();
+                let mut bytes = 0usize;
                 for row in rows {
                     let (seq, index, data) = row.map_err(internal)?;
+                    if !out.is_empty() && bytes.saturating_add(data.len()) > max_bytes {
+                        break;
+                    }
+                    bytes = bytes.saturating_add(data.len());
                     out.push((entry_record(seq as u64, index as u64, &data), Some(data)));
                 }
                 Ok(out)

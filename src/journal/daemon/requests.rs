@@ -82,7 +82,12 @@ impl Daemon {
         if limit == 0 || limit > max {
             return Err(format!("limit must be 1 to {max}"));
         }
-        Ok(ReadOp::Range { from, to, limit })
+        Ok(ReadOp::Range {
+            from,
+            to,
+            limit,
+            max_bytes: self.settings.clients.max_range_bytes.0 as usize,
+        })
     }
 
     /// Why this node cannot take part right now, if it cannot.

@@ -204,6 +204,7 @@ fn truncation_and_compaction_survive_a_restart() {
                 from: 0,
                 to: 10,
                 limit: 100,
+                max_bytes: 1 << 20,
             },
         )
         .unwrap();
@@ -480,4 +481,25 @@ fn only_batches_raft_needs_durable_are_fsynced() {
     let restored = open(&dir.0).load(&mut AppendLog::new()).unwrap();
     assert_eq!(restored.hard_state.vote, Some(3));
     assert_eq!(restored.applied, 2);
+}
+
+#[test]
+fn a_range_stops_at_its_byte_budget() {
+    let dir = TempDir::new("range");
+    let mut st = open(&dir.0);
+    let mut sm = AppendLog::new();
+    let mut e = vec![membership_entry(1, 1, &[1])];
+    for i in 2..=6 {
+        e.push(normal(i, 1, &[b'z'; 100]));
+    }
+    st.persist(&batch(e.clone(), 1, e), &mut sm).unwrap();
+    let op = |max_bytes| ReadOp::Range {
+        from: 0,
+        to: 100,
+        limit: 100,
+        max_bytes,
+    };
+    assert_eq!(sm.read(st.conn(), op(250)).unwrap().len(), 2);
+    assert_eq!(sm.read(st.conn(), op(10)).unwrap().len(), 1, "at least one");
+    assert_eq!(sm.read(st.conn(), op(1 << 20)).unwrap().len(), 5);
 }
