@@ -146,6 +146,8 @@ pub struct Options {
     pub request_timeout_ms: u64,
     /// Put this node's data dir on a tmpfs of this size (root only).
     pub tmpfs: Option<(u64, &'static str)>,
+    /// Extra lines for `[journal.clients]`.
+    pub clients_extra: String,
 }
 
 impl Default for Options {
@@ -157,6 +159,7 @@ impl Default for Options {
             raft_extra: String::new(),
             request_timeout_ms: 3000,
             tmpfs: None,
+            clients_extra: String::new(),
         }
     }
 }
@@ -230,13 +233,14 @@ impl Cluster {
                 .collect();
             let text = format!(
                 "[journal]\nnode_id = {}\nlisten_addr = \"{}\"\nraft_listen_addr = \"{}\"\n\
-                 data_dir = \"{}\"\n\n[journal.clients]\nrequest_timeout_ms = {}\n\n\
+                 data_dir = \"{}\"\n\n[journal.clients]\nrequest_timeout_ms = {}\n{}\n\
                  [journal.raft]\nmembers = [{}]\nlearners = [{}]\n{}\n",
                 n.id,
                 n.client,
                 n.raft,
                 n.data.display(),
                 opts.request_timeout_ms,
+                opts.clients_extra,
                 members.join(", "),
                 learners.join(", "),
                 opts.raft_extra
