@@ -246,10 +246,23 @@ fn disk(entries: u64) {
     );
     for n in &c.nodes {
         let st = c.status(n.id).unwrap_or_default();
+        let rss_kb = n
+            .child
+            .as_ref()
+            .and_then(|c| std::fs::read_to_string(format!("/proc/{}/status", c.id())).ok())
+            .and_then(|st| {
+                st.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                })
+            })
+            .unwrap_or(0);
         println!(
-            "node {}: {:.1} MB on disk (log entries {}, snapshot index {}, last snapshot took {} ms)",
+            "node {}: {:.1} MB on disk, RSS {:.0} MB (log entries {}, snapshot index {}, last snapshot took {} ms)",
             n.id,
             dir_bytes(&n.data) as f64 / 1e6,
+            rss_kb as f64 / 1024.0,
             st.get("log_entries").unwrap_or("?"),
             st.get("snapshot_index").unwrap_or("?"),
             st.get("last_snapshot_ms").unwrap_or("?"),

@@ -23,6 +23,9 @@ impl ClientStream for mio::net::TcpStream {}
 /// Output kept for one slow reader before it is disconnected (a `range`
 /// answer is bounded by `max_range` entries; this bounds what piles up).
 const MAX_PENDING_OUTPUT: usize = 256 << 20;
+/// Above this much unsent output, a connection's next request waits (and
+/// its socket is not read) until the client has read what it was sent.
+const OUTPUT_HIGH_WATER: usize = 8 << 20;
 
 pub struct Conn {
     stream: Box<dyn ClientStream>,
@@ -135,7 +138,7 @@ impl ClientServer {
             self.close(registry, t);
             return vec![];
         }
-        if c.busy {
+        if c.busy || c.unsent() > OUTPUT_HIGH_WATER {
             c.read_paused = true;
             self.sync_interest(registry, t);
             return vec![];
@@ -185,7 +188,9 @@ impl ClientServer {
     /// Reads input left in the socket while the connection was busy.
     pub fn resume(&mut self, registry: &Registry, t: Token, now_ms: u64) -> Vec<Input> {
         match self.conns.get(&t) {
-            Some(c) if c.read_paused && !c.busy => self.on_event(registry, t, now_ms),
+            Some(c) if c.read_paused && !c.busy && c.unsent() <= OUTPUT_HIGH_WATER => {
+                self.on_event(registry, t, now_ms)
+            }
             _ => vec![],
         }
     }
@@ -195,7 +200,7 @@ impl ClientServer {
         let Some(c) = self.conns.get_mut(&t) else {
             return vec![];
         };
-        if c.busy || c.broken {
+        if c.busy || c.broken || c.unsent() > OUTPUT_HIGH_WATER {
             return vec![];
         }
         match c.reader.next_request() {
@@ -302,6 +307,10 @@ impl ClientServer {
 }
 
 impl Conn {
+    fn unsent(&self) -> usize {
+        self.out.len() - self.out_start
+    }
+
     fn push_line(&mut self, line: &str) {
         self.out.extend_from_slice(line.as_bytes());
         self.out.push(b'\n');
