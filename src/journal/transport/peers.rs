@@ -24,13 +24,21 @@ use crate::journal::raft::{
 const MAX_INBOUND: usize = 64;
 const BACKOFF_MIN_MS: u64 = 50;
 const BACKOFF_MAX_MS: u64 = 1000;
+/// A connect still pending after this is abandoned and retried (an
+/// unreachable host would otherwise hold it for minutes of SYN retries).
+const CONNECT_TIMEOUT_MS: u64 = 1000;
+/// Sent data unacknowledged for this long breaks the connection
+/// (TCP_USER_TIMEOUT), so a silent partition ends in a reconnect.
+const TCP_USER_TIMEOUT_MS: u32 = 5000;
 
 enum LinkState {
     /// Not connected; try again at this time.
     Down {
         retry_at_ms: u64,
     },
-    Connecting,
+    Connecting {
+        since_ms: u64,
+    },
     Up,
 }
 
@@ -140,7 +148,7 @@ impl PeerNet {
         let Some(link) = self.links.get_mut(&to) else {
             return;
         };
-        if !matches!(link.state, LinkState::Up | LinkState::Connecting) {
+        if !matches!(link.state, LinkState::Up | LinkState::Connecting { .. }) {
             link.dropped += 1;
             return;
         }
@@ -160,6 +168,12 @@ impl PeerNet {
     pub fn flush(&mut self, registry: &Registry, now_ms: u64) {
         let ids: Vec<NodeId> = self.links.keys().copied().collect();
         for id in ids {
+            let stuck = self.links.get(&id).is_some_and(|l| {
+                matches!(l.state, LinkState::Connecting { since_ms } if now_ms >= since_ms + CONNECT_TIMEOUT_MS)
+            });
+            if stuck {
+                self.close_link(registry, id, now_ms, "connect timed out");
+            }
             self.connect_if_due(registry, id, now_ms);
             self.flush_link(registry, id, now_ms);
         }
@@ -171,7 +185,8 @@ impl PeerNet {
             .values()
             .filter_map(|l| match l.state {
                 LinkState::Down { retry_at_ms } => Some(retry_at_ms),
-                _ => None,
+                LinkState::Connecting { since_ms } => Some(since_ms + CONNECT_TIMEOUT_MS),
+                LinkState::Up => None,
             })
             .min()
     }
@@ -216,8 +231,9 @@ impl PeerNet {
         }
         let _ = stream.set_nodelay(true);
         link.writable_registered = true;
+        set_liveness_options(&stream);
         link.stream = Some(stream);
-        link.state = LinkState::Connecting;
+        link.state = LinkState::Connecting { since_ms: now_ms };
         link.buf.clear();
         link.start = 0;
         link.buf.extend_from_slice(&hello);
@@ -321,6 +337,7 @@ impl PeerNet {
                 continue;
             }
             let _ = stream.set_nodelay(true);
+            set_liveness_options(&stream);
             self.inbound.insert(
                 token,
                 Inbound {
@@ -350,7 +367,7 @@ impl PeerNet {
         let Some(stream) = link.stream.as_mut() else {
             return;
         };
-        if matches!(link.state, LinkState::Connecting) {
+        if matches!(link.state, LinkState::Connecting { .. }) {
             match stream.take_error() {
                 Ok(None) => {}
                 Ok(Some(e)) | Err(e) => {
@@ -411,6 +428,7 @@ impl PeerNet {
         };
         let mut buf = vec![0u8; 64 * 1024];
         let mut close: Option<String> = None;
+        let mut greeted = None;
         'read: loop {
             match conn.stream.read(&mut buf) {
                 Ok(0) => {
@@ -433,6 +451,7 @@ impl PeerNet {
                                     break 'read;
                                 }
                                 conn.from = Some(h.from);
+                                greeted = Some(h.from);
                             }
                             Ok(Some(PeerFrame::Raft(m))) => {
                                 if Some(m.from) != conn.from {
@@ -459,6 +478,24 @@ impl PeerNet {
                 }
             }
         }
+        if let Some(id) = greeted {
+            // The peer reconnected: its older connections are dead (say its
+            // host crashed without closing them).
+            let stale: Vec<Token> = self
+                .inbound
+                .iter()
+                .filter(|(tok, c)| **tok != t && c.from == Some(id))
+                .map(|(tok, _)| *tok)
+                .collect();
+            for tok in stale {
+                if let Some(mut c) = self.inbound.remove(&tok) {
+                    let _ = registry.deregister(&mut c.stream);
+                }
+            }
+        }
+        let Some(conn) = self.inbound.get_mut(&t) else {
+            return out;
+        };
         if let Some(why) = close {
             if !why.is_empty() {
                 log::warn!(target: "journal::peers", "closing peer connection from {}: {why}", conn.addr);
@@ -469,6 +506,17 @@ impl PeerNet {
         }
         out
     }
+}
+
+/// Keepalive probes and a user timeout, so dead peers are noticed even on
+/// an idle connection (best effort: failures only lose the early warning).
+fn set_liveness_options(stream: &TcpStream) {
+    use rustix::net::sockopt;
+    let _ = sockopt::set_socket_keepalive(stream, true);
+    let _ = sockopt::set_tcp_keepidle(stream, std::time::Duration::from_secs(2));
+    let _ = sockopt::set_tcp_keepintvl(stream, std::time::Duration::from_secs(1));
+    let _ = sockopt::set_tcp_keepcnt(stream, 3);
+    let _ = sockopt::set_tcp_user_timeout(stream, TCP_USER_TIMEOUT_MS);
 }
 
 fn check_hello(
