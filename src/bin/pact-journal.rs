@@ -1,4 +1,3 @@
 fn main() {
-    eprintln!("pact-journal: under construction");
-    std::process::exit(1);
+    std::process::exit(pact::journal::main());
 }

@@ -3,6 +3,7 @@
 //! journal); exit codes are those of the CLI seed's table, carried by the
 //! server's `err <code>` lines.
 
+pub mod journal;
 pub mod output;
 
 use std::io::Write;
@@ -26,6 +27,13 @@ Commands (local agent):
   service logs NAME [-n N] [-f]   the last N lines (default 50), -f to follow
   agent reload                    re-read the service declarations
   agent shutdown [--reboot]       ordered shutdown (power off, or reboot)
+
+Commands (journal; -e/--endpoint HOST:PORT, or PACT_JOURNAL_ENDPOINTS / PACT_ENDPOINT):
+  journal status                  the node's Raft state, peers, latency histograms
+  journal append [FILE|-]         append FILE (or stdin); prints the sequence number
+  journal get SEQ                 the entry's bytes on stdout
+  journal range FROM TO           entries FROM..TO
+  journal member add|remove|promote ID [--learner]
 
 Global options:
       --json                      machine-readable output
@@ -117,6 +125,7 @@ fn run(args: Vec<String>) -> CliResult {
         ["agent", "reload"] => simple(&g, &["reload"]),
         ["agent", "shutdown"] => simple(&g, &["shutdown"]),
         ["agent", "shutdown", "--reboot"] => simple(&g, &["shutdown", "reboot=true"]),
+        ["journal", rest @ ..] => journal::run(rest, g.json, g.timeout),
         _ => Err(usage(format!(
             "unknown command \"{}\"",
             words[..words.len().min(2)].join(" ")

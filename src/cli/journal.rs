@@ -1,0 +1,217 @@
+//! `pact journal ...`: the journal's client port from the command line.
+//!
+//! Endpoints come from `--endpoint HOST:PORT` (repeatable, or comma
+//! separated), else `PACT_JOURNAL_ENDPOINTS`, else `PACT_ENDPOINT`, else
+//! `localhost:9443`. Writes follow the leader redirect automatically;
+//! a write whose outcome is unknown exits 5 with "indeterminate".
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use super::output;
+use crate::journal::client::{ClientError, JournalClient};
+use crate::proto::client::Outcome;
+use crate::proto::{ExitCode, Record};
+
+type CliResult = Result<i32, (i32, String)>;
+
+fn usage(msg: impl Into<String>) -> (i32, String) {
+    (
+        ExitCode::Invalid as i32,
+        format!("{}\n(see pact --help)", msg.into()),
+    )
+}
+
+fn failed(e: ClientError) -> (i32, String) {
+    (e.code, format!("journal: {}", e.message))
+}
+
+/// `host:port` endpoints from a list like `http://a:9443,b:9443`.
+fn split_endpoints(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(|e| e.trim())
+        .map(|e| {
+            e.strip_prefix("http://")
+                .or_else(|| e.strip_prefix("https://"))
+                .unwrap_or(e)
+        })
+        .map(|e| e.trim_end_matches('/').to_string())
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
+fn default_endpoints() -> Vec<String> {
+    for var in ["PACT_JOURNAL_ENDPOINTS", "PACT_ENDPOINT"] {
+        if let Ok(v) = std::env::var(var) {
+            let eps = split_endpoints(&v);
+            if !eps.is_empty() {
+                return eps;
+            }
+        }
+    }
+    vec!["localhost:9443".to_string()]
+}
+
+/// Runs `pact journal <args>`; `args` excludes the word `journal`.
+pub fn run(args: &[&str], json: bool, timeout: Duration) -> CliResult {
+    let mut endpoints = Vec::new();
+    let mut rest: Vec<&str> = Vec::new();
+    let mut learner = false;
+    let mut it = args.iter();
+    while let Some(&a) = it.next() {
+        match a {
+            "--endpoint" | "-e" => {
+                let v = it
+                    .next()
+                    .ok_or_else(|| usage("--endpoint needs host:port"))?;
+                endpoints.extend(split_endpoints(v));
+            }
+            "--learner" => learner = true,
+            _ => rest.push(a),
+        }
+    }
+    if endpoints.is_empty() {
+        endpoints = default_endpoints();
+    }
+    let mut client = JournalClient::new(endpoints, timeout);
+    match rest.as_slice() {
+        ["status"] => status(&mut client, json),
+        ["append"] => append(&mut client, "-", json),
+        ["append", file] => append(&mut client, file, json),
+        ["get", seq] => {
+            let seq = seq
+                .parse::<u64>()
+                .map_err(|_| usage(format!("get {seq}: not a sequence number")))?;
+            let data = client.get(seq).map_err(failed)?;
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&data);
+            let _ = out.flush();
+            Ok(0)
+        }
+        ["range", from, to] => {
+            let parse = |s: &str| {
+                s.parse::<u64>()
+                    .map_err(|_| usage(format!("range: {s} is not a sequence number")))
+            };
+            range(&mut client, parse(from)?, parse(to)?, json)
+        }
+        ["member", verb @ ("add" | "remove" | "promote"), id] => {
+            id.parse::<u64>()
+                .map_err(|_| usage(format!("member {verb}: {id} is not a node id")))?;
+            let mut line = format!("member {verb} {id}");
+            if learner {
+                line.push_str(" learner=true");
+            }
+            let resp = client.write(&line, None).map_err(failed)?;
+            let rec = match resp.outcome {
+                Outcome::Ok(r) => r,
+                Outcome::Err(c, m) => return Err((c, m)),
+            };
+            if json {
+                println!("{}", output::json_object(&rec));
+            } else {
+                println!(
+                    "membership changed at log index {}",
+                    rec.get("index").unwrap_or("?")
+                );
+            }
+            Ok(0)
+        }
+        [] => Err(usage(
+            "journal: which command? (status, append, get, range, member)",
+        )),
+        other => Err(usage(format!(
+            "unknown journal command \"{}\"",
+            other.join(" ")
+        ))),
+    }
+}
+
+fn status(client: &mut JournalClient, json: bool) -> CliResult {
+    let resp = client.status().map_err(failed)?;
+    let node = resp.records.first().cloned().unwrap_or_default();
+    let peers: Vec<Record> = resp.records.iter().skip(1).cloned().collect();
+    if json {
+        let peers_json = output::json_array(&peers);
+        let obj = output::json_object(&node);
+        // {"node":..., ..., "peers":[...]}
+        let body = obj.trim_end_matches('}');
+        let sep = if node.fields.is_empty() { "" } else { "," };
+        println!("{body}{sep}\"peers\":{peers_json}}}");
+    } else {
+        print!("{}", output::key_values(&node));
+        if !peers.is_empty() {
+            println!();
+            print!(
+                "{}",
+                output::table(
+                    &peers,
+                    &[
+                        ("peer", "PEER"),
+                        ("voter", "VOTER"),
+                        ("match_index", "MATCH"),
+                        ("lag", "LAG"),
+                        ("state", "STATE"),
+                        ("connected", "CONNECTED"),
+                        ("heard_ms_ago", "HEARD_MS_AGO"),
+                    ],
+                )
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn append(client: &mut JournalClient, file: &str, json: bool) -> CliResult {
+    let data = if file == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| (ExitCode::General as i32, format!("read stdin: {e}")))?;
+        buf
+    } else {
+        std::fs::read(file).map_err(|e| (ExitCode::Invalid as i32, format!("read {file}: {e}")))?
+    };
+    let seq = client.append(&data).map_err(failed)?;
+    if json {
+        println!("{{\"seq\":{seq}}}");
+    } else {
+        println!("{seq}");
+    }
+    Ok(0)
+}
+
+fn range(client: &mut JournalClient, from: u64, to: u64, json: bool) -> CliResult {
+    let entries = client.range(from, to).map_err(failed)?;
+    let records: Vec<Record> = entries
+        .iter()
+        .map(|(seq, data)| {
+            let rec = Record::new().field("seq", seq).field("len", data.len());
+            match std::str::from_utf8(data) {
+                Ok(s) => rec.field("data", s),
+                Err(_) => rec,
+            }
+        })
+        .collect();
+    if json {
+        println!("{}", output::json_array(&records));
+    } else {
+        for r in &records {
+            println!("{}", r.to_line());
+        }
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_normalized() {
+        assert_eq!(
+            split_endpoints("http://a:9443/, b:9443,,https://c:1"),
+            ["a:9443", "b:9443", "c:1"]
+        );
+    }
+}

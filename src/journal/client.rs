@@ -1,0 +1,277 @@
+//! A blocking client for the journal's client port (the CLI, tests and
+//! benchmarks use it; a short stall is harmless there).
+//!
+//! Writes follow `not-leader ... leader_addr=<addr>` redirects and retry
+//! while no leader is known, but only when the server said the write was
+//! not proposed. A write whose connection broke after it was sent, or that
+//! the server answered `indeterminate`, is never retried: its outcome is
+//! reported as unknown. Reads are retried on any failure until the deadline.
+
+use std::io;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use crate::proto::client::{Client, Outcome, Response};
+use crate::proto::ExitCode;
+
+/// A failed request: the CLI exit code and what happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl ClientError {
+    fn new(code: ExitCode, message: impl Into<String>) -> ClientError {
+        ClientError {
+            code: code as i32,
+            message: message.into(),
+        }
+    }
+
+    /// The write may or may not have committed.
+    pub fn is_indeterminate(&self) -> bool {
+        self.message.starts_with("indeterminate")
+    }
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// Connections to a set of journal endpoints (`host:port`).
+pub struct JournalClient {
+    endpoints: Vec<String>,
+    timeout: Duration,
+    current: Option<(String, Client<TcpStream>)>,
+    next_endpoint: usize,
+}
+
+/// Where an `err` line sends us, if it is a redirect.
+fn redirect_target(message: &str) -> Option<String> {
+    message
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("leader_addr="))
+        .map(str::to_string)
+}
+
+fn connect(addr: &str, timeout: Duration) -> io::Result<Client<TcpStream>> {
+    let sa = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
+    let s = TcpStream::connect_timeout(&sa, timeout.min(Duration::from_secs(5)))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.set_nodelay(true)?;
+    Ok(Client::new(s))
+}
+
+impl JournalClient {
+    pub fn new(endpoints: Vec<String>, timeout: Duration) -> JournalClient {
+        JournalClient {
+            endpoints,
+            timeout,
+            current: None,
+            next_endpoint: 0,
+        }
+    }
+
+    /// The endpoint of the current connection, if any.
+    pub fn connected_to(&self) -> Option<&str> {
+        self.current.as_ref().map(|(a, _)| a.as_str())
+    }
+
+    fn ensure_connected(&mut self, prefer: Option<String>) -> Result<(), ClientError> {
+        if let Some(addr) = prefer {
+            if self.current.as_ref().is_some_and(|(a, _)| *a == addr) {
+                return Ok(());
+            }
+            self.current = None;
+            let c = connect(&addr, self.timeout).map_err(|e| {
+                ClientError::new(
+                    ExitCode::Unreachable,
+                    format!("cannot reach the leader at {addr}: {e}"),
+                )
+            })?;
+            self.current = Some((addr, c));
+            return Ok(());
+        }
+        if self.current.is_some() {
+            return Ok(());
+        }
+        let mut last = String::from("no endpoints given");
+        for _ in 0..self.endpoints.len() {
+            let addr = self.endpoints[self.next_endpoint % self.endpoints.len()].clone();
+            self.next_endpoint += 1;
+            match connect(&addr, self.timeout) {
+                Ok(c) => {
+                    self.current = Some((addr, c));
+                    return Ok(());
+                }
+                Err(e) => last = format!("cannot reach {addr}: {e}"),
+            }
+        }
+        Err(ClientError::new(ExitCode::Unreachable, last))
+    }
+
+    /// One request on the current (or first reachable) endpoint, no retries.
+    /// `Err` means the connection failed; the request may have been sent.
+    pub fn call(&mut self, line: &str, body: Option<&[u8]>) -> Result<Response, ClientError> {
+        self.ensure_connected(None)?;
+        let Some((addr, c)) = self.current.as_mut() else {
+            return Err(ClientError::new(ExitCode::Unreachable, "not connected"));
+        };
+        match c.call(line, body) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let msg = format!("{addr}: {e}");
+                self.current = None;
+                Err(ClientError::new(ExitCode::Unreachable, msg))
+            }
+        }
+    }
+
+    /// A write: follows redirects and waits out elections; never resends
+    /// a request whose fate is unknown.
+    pub fn write(&mut self, line: &str, body: Option<&[u8]>) -> Result<Response, ClientError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut prefer: Option<String> = None;
+        loop {
+            if let Err(e) = self.ensure_connected(prefer.take()) {
+                if Instant::now() >= deadline {
+                    return Err(e);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            let Some((addr, c)) = self.current.as_mut() else {
+                continue;
+            };
+            let resp = match c.call(line, body) {
+                Ok(r) => r,
+                Err(e) => {
+                    let msg = format!(
+                        "indeterminate: the connection to {addr} failed after the request was sent ({e}); it may have committed"
+                    );
+                    self.current = None;
+                    return Err(ClientError::new(ExitCode::Unreachable, msg));
+                }
+            };
+            match &resp.outcome {
+                Outcome::Ok(_) => return Ok(resp),
+                Outcome::Err(code, msg) => {
+                    let retry = msg.starts_with("not-leader") || msg.starts_with("no-leader");
+                    if !retry || Instant::now() >= deadline {
+                        return Err(ClientError {
+                            code: *code,
+                            message: msg.clone(),
+                        });
+                    }
+                    match redirect_target(msg) {
+                        Some(t) => prefer = Some(t),
+                        None => {
+                            // No leader yet: ask around after a pause.
+                            self.current = None;
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A read: retried on any failure until the deadline.
+    pub fn read(&mut self, line: &str) -> Result<Response, ClientError> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let err = match self.call(line, None) {
+                Ok(resp) => match &resp.outcome {
+                    Outcome::Ok(_) => return Ok(resp),
+                    Outcome::Err(code, msg) if *code == ExitCode::Unreachable as i32 => {
+                        self.current = None;
+                        ClientError {
+                            code: *code,
+                            message: msg.clone(),
+                        }
+                    }
+                    Outcome::Err(code, msg) => {
+                        return Err(ClientError {
+                            code: *code,
+                            message: msg.clone(),
+                        })
+                    }
+                },
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                return Err(err);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Appends `data`; the journal sequence number it got.
+    pub fn append(&mut self, data: &[u8]) -> Result<u64, ClientError> {
+        let resp = self.write("append", Some(data))?;
+        match &resp.outcome {
+            Outcome::Ok(rec) => rec
+                .get("seq")
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| ClientError::new(ExitCode::General, "ok without seq=")),
+            Outcome::Err(c, m) => Err(ClientError {
+                code: *c,
+                message: m.clone(),
+            }),
+        }
+    }
+
+    /// The entry with sequence number `seq`.
+    pub fn get(&mut self, seq: u64) -> Result<Vec<u8>, ClientError> {
+        let resp = self.read(&format!("get {seq}"))?;
+        resp.bodies
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::new(ExitCode::General, "get answered without a body"))
+    }
+
+    /// Entries `from..=to` (at most the server's `max_range`): `(seq, data)`.
+    pub fn range(&mut self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, ClientError> {
+        let resp = self.read(&format!("range {from} {to}"))?;
+        let seqs = resp.records.iter().map(|r| {
+            r.get("seq")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(u64::MAX)
+        });
+        Ok(seqs.zip(resp.bodies).collect())
+    }
+
+    /// Every entry from 0 on, in pages.
+    pub fn all(&mut self) -> Result<Vec<(u64, Vec<u8>)>, ClientError> {
+        let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
+        loop {
+            let from = out.len() as u64;
+            let page = self.range(from, u64::MAX >> 1)?;
+            if page.is_empty() {
+                return Ok(out);
+            }
+            out.extend(page);
+        }
+    }
+
+    /// The `status` records of the connected node (not redirected).
+    pub fn status(&mut self) -> Result<Response, ClientError> {
+        let resp = self.call("status", None)?;
+        match &resp.outcome {
+            Outcome::Ok(_) => Ok(resp),
+            Outcome::Err(c, m) => Err(ClientError {
+                code: *c,
+                message: m.clone(),
+            }),
+        }
+    }
+}

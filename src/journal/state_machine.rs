@@ -1,0 +1,305 @@
+//! The journal's state machine: what committed Raft entries do.
+//!
+//! [`StateMachine`] is the hook the daemon applies committed `Normal`
+//! entries through, inside the storage transaction that persists the
+//! Raft batch (so the applied-index marker and the state tables never
+//! disagree). Raft's own `Noop` and `Membership` entries never reach it.
+//!
+//! [`AppendLog`] is this issue's machine: an append-only log of opaque
+//! client payloads with journal sequence numbers assigned at apply time,
+//! starting at 0 with no gaps. The configuration-entry logic (validation,
+//! overlays, node deltas) replaces it in a later issue through the same
+//! trait; a rejected entry takes no sequence number.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::storage::StorageError;
+use crate::proto::{ExitCode, Record};
+
+/// One committed client entry, as handed to [`StateMachine::apply`].
+#[derive(Debug, Clone, Copy)]
+pub struct CommittedEntry<'a> {
+    pub index: u64,
+    pub term: u64,
+    pub data: &'a [u8],
+}
+
+/// What applying an entry means for the client that proposed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// Applied; the fields go on the client's `ok` line (`seq=<n>`).
+    Applied(Record),
+    /// Deterministically refused (every replica refuses it the same way);
+    /// nothing changed and no sequence number was taken.
+    Rejected(ExitCode, String),
+}
+
+/// A linearizable read, parsed from a client request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOp {
+    /// One entry by sequence number.
+    Get { seq: u64 },
+    /// Entries `from..=to`, at most `limit` of them, and no more once
+    /// their data reaches `max_bytes` (at least one is returned).
+    Range {
+        from: u64,
+        to: u64,
+        limit: usize,
+        max_bytes: usize,
+    },
+}
+
+/// Produces snapshot data as of an index from a (read-only) connection.
+pub type Snapshotter =
+    std::sync::Arc<dyn Fn(&Connection, u64) -> Result<Vec<u8>, StorageError> + Send + Sync>;
+
+/// Records (each with an optional body) answering a read.
+pub type ReadReply = Vec<(Record, Option<Vec<u8>>)>;
+
+/// The application behind the Raft log. Every method runs on the daemon's
+/// loop; `apply` and `restore` inside the storage transaction of the batch.
+///
+/// Contract for snapshots: the state must be reproducible as of any
+/// applied index (the journal is append-only; derived state can be rebuilt
+/// from the entries), because the snapshot data is not stored separately
+/// but regenerated from the tables on demand.
+pub trait StateMachine {
+    /// Reads whatever the machine caches (counters) after the database is
+    /// opened or a transaction failed.
+    fn load(&mut self, conn: &Connection) -> Result<(), StorageError>;
+
+    /// Applies one committed entry. Must be deterministic: every replica
+    /// applies the same entries in the same order with the same outcome.
+    fn apply(
+        &mut self,
+        tx: &Transaction<'_>,
+        entry: CommittedEntry<'_>,
+    ) -> Result<ApplyOutcome, StorageError>;
+
+    /// Serializes the state as of `index` (at most the applied index).
+    fn snapshot(&self, conn: &Connection, index: u64) -> Result<Vec<u8>, StorageError> {
+        (self.snapshotter())(conn, index)
+    }
+
+    /// The same as a function that runs on another thread with its own
+    /// read-only connection, so a large snapshot never stalls the loop.
+    fn snapshotter(&self) -> Snapshotter;
+
+    /// Replaces the whole state by a snapshot's data.
+    fn restore(&mut self, tx: &Transaction<'_>, data: &[u8]) -> Result<(), StorageError>;
+
+    /// Answers a read from the applied state.
+    fn read(&self, conn: &Connection, op: ReadOp) -> Result<ReadReply, (ExitCode, String)>;
+
+    /// Fields for the `status` record (e.g. `last_seq`).
+    fn status(&self) -> Record;
+}
+
+/// Append-only log of opaque payloads (`journal_entries`).
+#[derive(Debug, Default)]
+pub struct AppendLog {
+    /// The next sequence number to assign.
+    next_seq: u64,
+}
+
+/// Snapshot format of [`AppendLog`]: `"PJS1"`, then per entry
+/// `seq u64 | raft_index u64 | len u32 | data`, all big-endian.
+const SNAPSHOT_MAGIC: &[u8; 4] = b"PJS1";
+
+impl AppendLog {
+    pub fn new() -> AppendLog {
+        AppendLog::default()
+    }
+
+    /// The sequence number the next applied entry gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+}
+
+fn sql_err(what: &str) -> impl Fn(rusqlite::Error) -> StorageError + '_ {
+    move |e| StorageError::new(format!("{what}: {e}"))
+}
+
+impl StateMachine for AppendLog {
+    fn load(&mut self, conn: &Connection) -> Result<(), StorageError> {
+        let max: Option<i64> = conn
+            .query_row("SELECT MAX(seq) FROM journal_entries", [], |r| r.get(0))
+            .map_err(sql_err("read the last sequence number"))?;
+        self.next_seq = max.map_or(0, |m| m as u64 + 1);
+        Ok(())
+    }
+
+    fn apply(
+        &mut self,
+        tx: &Transaction<'_>,
+        entry: CommittedEntry<'_>,
+    ) -> Result<ApplyOutcome, StorageError> {
+        let seq = self.next_seq;
+        tx.prepare_cached(
+            "INSERT INTO journal_entries (seq, raft_index, data) VALUES (?1, ?2, ?3)",
+        )
+        .and_then(|mut st| st.execute(params![seq as i64, entry.index as i64, entry.data]))
+        .map_err(sql_err("append a journal entry"))?;
+        self.next_seq += 1;
+        Ok(ApplyOutcome::Applied(Record::new().field("seq", seq)))
+    }
+
+    fn snapshotter(&self) -> Snapshotter {
+        std::sync::Arc::new(append_log_snapshot)
+    }
+
+    fn restore(&mut self, tx: &Transaction<'_>, data: &[u8]) -> Result<(), StorageError> {
+        let entries = decode_snapshot(data)?;
+        tx.execute("DELETE FROM journal_entries", [])
+            .map_err(sql_err("clear the journal"))?;
+        let mut st = tx
+            .prepare_cached(
+                "INSERT INTO journal_entries (seq, raft_index, data) VALUES (?1, ?2, ?3)",
+            )
+            .map_err(sql_err("restore the journal"))?;
+        for (seq, raft_index, payload) in &entries {
+            st.execute(params![*seq as i64, *raft_index as i64, payload])
+                .map_err(sql_err("restore a journal entry"))?;
+        }
+        self.next_seq = entries.last().map_or(0, |(s, _, _)| s + 1);
+        Ok(())
+    }
+
+    fn read(&self, conn: &Connection, op: ReadOp) -> Result<ReadReply, (ExitCode, String)> {
+        let internal = |e: rusqlite::Error| (ExitCode::General, format!("storage: {e}"));
+        match op {
+            ReadOp::Get { seq } => {
+                let row: Option<(i64, Vec<u8>)> = conn
+                    .query_row(
+                        "SELECT raft_index, data FROM journal_entries WHERE seq = ?1",
+                        params![seq.min(i64::MAX as u64) as i64],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()
+                    .map_err(internal)?;
+                match row {
+                    Some((index, data)) => {
+                        Ok(vec![(entry_record(seq, index as u64, &data), Some(data))])
+                    }
+                    None => Err((
+                        ExitCode::Invalid,
+                        format!(
+                            "no entry with sequence number {seq} (next is {})",
+                            self.next_seq
+                        ),
+                    )),
+                }
+            }
+            ReadOp::Range {
+                from,
+                to,
+                limit,
+                max_bytes,
+            } => {
+                let mut st = conn
+                    .prepare_cached(
+                        "SELECT seq, raft_index, data FROM journal_entries \
+                         WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
+                    )
+                    .map_err(internal)?;
+                let cap = |v: u64| v.min(i64::MAX as u64) as i64;
+                let rows = st
+                    .query_map(params![cap(from), cap(to), limit as i64], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, Vec<u8>>(2)?,
+                        ))
+                    })
+                    .map_err(internal)?;
+                let mut out = Vec::new();
+                let mut bytes = 0usize;
+                for row in rows {
+                    let (seq, index, data) = row.map_err(internal)?;
+                    if !out.is_empty() && bytes.saturating_add(data.len()) > max_bytes {
+                        break;
+                    }
+                    bytes = bytes.saturating_add(data.len());
+                    out.push((entry_record(seq as u64, index as u64, &data), Some(data)));
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    fn status(&self) -> Record {
+        let last = self
+            .next_seq
+            .checked_sub(1)
+            .map_or("-".to_string(), |s| s.to_string());
+        Record::new()
+            .field("last_seq", last)
+            .field("next_seq", self.next_seq)
+    }
+}
+
+/// [`AppendLog`]'s snapshot: every entry applied at or before `index`.
+fn append_log_snapshot(conn: &Connection, index: u64) -> Result<Vec<u8>, StorageError> {
+    let mut out = SNAPSHOT_MAGIC.to_vec();
+    let mut st = conn
+        .prepare_cached(
+            "SELECT seq, raft_index, data FROM journal_entries WHERE raft_index <= ?1 ORDER BY seq",
+        )
+        .map_err(sql_err("snapshot the journal"))?;
+    let mut rows = st
+        .query(params![index as i64])
+        .map_err(sql_err("snapshot the journal"))?;
+    while let Some(row) = rows.next().map_err(sql_err("snapshot the journal"))? {
+        let seq: i64 = row.get(0).map_err(sql_err("snapshot row"))?;
+        let raft_index: i64 = row.get(1).map_err(sql_err("snapshot row"))?;
+        let data = row.get_ref(2).map_err(sql_err("snapshot row"))?;
+        let data = data
+            .as_blob()
+            .map_err(|e| StorageError::new(e.to_string()))?;
+        out.extend_from_slice(&(seq as u64).to_be_bytes());
+        out.extend_from_slice(&(raft_index as u64).to_be_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        out.extend_from_slice(data);
+    }
+    Ok(out)
+}
+
+fn entry_record(seq: u64, index: u64, data: &[u8]) -> Record {
+    Record::new()
+        .field("seq", seq)
+        .field("index", index)
+        .field("len", data.len())
+}
+
+/// `(seq, raft_index, data)` of one entry in a snapshot.
+pub type SnapshotEntry = (u64, u64, Vec<u8>);
+
+/// Parses [`AppendLog`] snapshot data (strict: sequence numbers from 0
+/// without gaps, nothing trailing). The data comes from the leader over
+/// the network: it is fuzzed (`fz_journal_snapshot`).
+pub fn decode_snapshot(data: &[u8]) -> Result<Vec<SnapshotEntry>, StorageError> {
+    let bad = |why: &str| StorageError::new(format!("bad journal snapshot: {why}"));
+    let mut rest = data
+        .strip_prefix(SNAPSHOT_MAGIC)
+        .ok_or_else(|| bad("magic"))?;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        if rest.len() < 20 {
+            return Err(bad("truncated entry header"));
+        }
+        let seq = u64::from_be_bytes(rest[0..8].try_into().unwrap_or_default());
+        let index = u64::from_be_bytes(rest[8..16].try_into().unwrap_or_default());
+        let len = u32::from_be_bytes(rest[16..20].try_into().unwrap_or_default()) as usize;
+        rest = &rest[20..];
+        if rest.len() < len {
+            return Err(bad("truncated entry data"));
+        }
+        if seq != out.len() as u64 {
+            return Err(bad("sequence numbers not contiguous from 0"));
+        }
+        out.push((seq, index, rest[..len].to_vec()));
+        rest = &rest[len..];
+    }
+    Ok(out)
+}

@@ -1,0 +1,338 @@
+//! The client port: connections speaking the line protocol, their
+//! buffers and limits. What a request means is decided by the daemon;
+//! this module only moves bytes.
+//!
+//! A connection is any [`ClientStream`]: plain TCP today; a TLS stream
+//! (rustls over the same socket) implements the same trait later without
+//! touching the request handling.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+
+use mio::net::TcpListener;
+use mio::{Interest, Registry, Token};
+
+use crate::proto::{err_line, ExitCode, Limits, LineReader, ProtoError, Request};
+
+/// A byte stream the client layer can poll, read and write.
+pub trait ClientStream: Read + Write + mio::event::Source {}
+
+impl ClientStream for mio::net::TcpStream {}
+
+/// Output kept for one slow reader before it is disconnected (a `range`
+/// answer is bounded by `max_range` entries; this bounds what piles up).
+const MAX_PENDING_OUTPUT: usize = 256 << 20;
+/// Above this much unsent output, a connection's next request waits (and
+/// its socket is not read) until the client has read what it was sent.
+const OUTPUT_HIGH_WATER: usize = 8 << 20;
+
+pub struct Conn {
+    stream: Box<dyn ClientStream>,
+    pub peer: SocketAddr,
+    reader: LineReader,
+    out: Vec<u8>,
+    out_start: usize,
+    /// A request is being answered; later ones wait in the reader.
+    pub busy: bool,
+    pub last_active_ms: u64,
+    close_after_flush: bool,
+    writable_registered: bool,
+    broken: bool,
+    /// Input left in the socket while a request is in flight (so a
+    /// pipelining client cannot make us buffer without bound).
+    read_paused: bool,
+}
+
+/// Something the daemon must look at after a read.
+pub enum Input {
+    Request(Token, Request),
+    /// A request line that could not be parsed: answer `err`, go on.
+    Bad(Token, ProtoError),
+}
+
+pub struct ClientServer {
+    listener: TcpListener,
+    conns: HashMap<Token, Conn>,
+    limits: Limits,
+    max_conns: usize,
+    idle_ms: u64,
+}
+
+impl ClientServer {
+    pub fn new(listener: TcpListener, limits: Limits, max_conns: usize, idle_ms: u64) -> Self {
+        ClientServer {
+            listener,
+            conns: HashMap::new(),
+            limits,
+            max_conns,
+            idle_ms,
+        }
+    }
+
+    pub fn owns(&self, t: Token) -> bool {
+        self.conns.contains_key(&t)
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn accept(
+        &mut self,
+        registry: &Registry,
+        now_ms: u64,
+        mut next_token: impl FnMut() -> Token,
+    ) {
+        loop {
+            let (mut stream, peer) = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!(target: "journal::clients", "accept: {e}");
+                    return;
+                }
+            };
+            if self.conns.len() >= self.max_conns {
+                let line = err_line(
+                    ExitCode::Unreachable,
+                    &format!("too many connections (limit {})", self.max_conns),
+                );
+                let _ = stream.write_all(format!("{line}\n").as_bytes());
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let token = next_token();
+            if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {
+                log::warn!(target: "journal::clients", "register: {e}");
+                continue;
+            }
+            self.conns.insert(
+                token,
+                Conn {
+                    stream: Box::new(stream),
+                    peer,
+                    reader: LineReader::new(self.limits),
+                    out: Vec::new(),
+                    out_start: 0,
+                    busy: false,
+                    last_active_ms: now_ms,
+                    close_after_flush: false,
+                    writable_registered: false,
+                    broken: false,
+                    read_paused: false,
+                },
+            );
+        }
+    }
+
+    /// Readiness on a connection: flush output, read input. Returns the
+    /// next request if the connection is not busy.
+    pub fn on_event(&mut self, registry: &Registry, t: Token, now_ms: u64) -> Vec<Input> {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return vec![];
+        };
+        c.last_active_ms = now_ms;
+        if c.flush().is_err() {
+            self.close(registry, t);
+            return vec![];
+        }
+        if c.busy || c.unsent() > OUTPUT_HIGH_WATER {
+            c.read_paused = true;
+            self.sync_interest(registry, t);
+            return vec![];
+        }
+        c.read_paused = false;
+        let mut buf = [0u8; 16 * 1024];
+        let mut eof = false;
+        loop {
+            match c.stream.read(&mut buf) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    if c.broken {
+                        continue;
+                    }
+                    if let Err(e) = c.reader.feed(&buf[..n]) {
+                        c.push_line(&err_line(ExitCode::Invalid, &e.to_string()));
+                        c.close_after_flush = true;
+                        c.broken = true;
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        let inputs = self.next_input(t);
+        if let Some(c) = self.conns.get_mut(&t) {
+            if eof {
+                if inputs.is_empty() && !c.busy {
+                    self.close(registry, t);
+                    return vec![];
+                }
+                c.close_after_flush = true;
+            }
+        }
+        self.sync_interest(registry, t);
+        inputs
+    }
+
+    /// Reads input left in the socket while the connection was busy.
+    pub fn resume(&mut self, registry: &Registry, t: Token, now_ms: u64) -> Vec<Input> {
+        match self.conns.get(&t) {
+            Some(c) if c.read_paused && !c.busy && c.unsent() <= OUTPUT_HIGH_WATER => {
+                self.on_event(registry, t, now_ms)
+            }
+            _ => vec![],
+        }
+    }
+
+    /// The next buffered request of a connection that is not busy.
+    pub fn next_input(&mut self, t: Token) -> Vec<Input> {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return vec![];
+        };
+        if c.busy || c.broken || c.unsent() > OUTPUT_HIGH_WATER {
+            return vec![];
+        }
+        match c.reader.next_request() {
+            Ok(Some(r)) => {
+                c.busy = true;
+                vec![Input::Request(t, r)]
+            }
+            Ok(None) => vec![],
+            Err(e) => {
+                c.busy = true;
+                vec![Input::Bad(t, e)]
+            }
+        }
+    }
+
+    /// Queues response lines.
+    pub fn send(&mut self, registry: &Registry, t: Token, lines: &[String]) {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        for l in lines {
+            c.push_line(l);
+        }
+        self.after_write(registry, t);
+    }
+
+    /// Queues a `body +<len>` line and the bytes.
+    pub fn send_body(&mut self, t: Token, body: &[u8]) {
+        if let Some(c) = self.conns.get_mut(&t) {
+            c.push_line(&format!("body +{}", body.len()));
+            c.out.extend_from_slice(body);
+        }
+    }
+
+    fn after_write(&mut self, registry: &Registry, t: Token) {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        let too_much = c.out.len() - c.out_start > MAX_PENDING_OUTPUT;
+        if c.flush().is_err() || too_much {
+            if too_much {
+                log::warn!(target: "journal::clients", "dropping client {} that does not read its output", c.peer);
+            }
+            self.close(registry, t);
+            return;
+        }
+        self.sync_interest(registry, t);
+    }
+
+    /// The current request is answered (its final line queued).
+    pub fn finish(&mut self, registry: &Registry, t: Token) {
+        if let Some(c) = self.conns.get_mut(&t) {
+            c.busy = false;
+        }
+        self.after_write(registry, t);
+    }
+
+    fn sync_interest(&mut self, registry: &Registry, t: Token) {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        let pending = c.out.len() > c.out_start;
+        // After the client's end of stream, close once every complete
+        // request it sent is answered (leftover partial input waits for
+        // the idle timeout).
+        if c.close_after_flush && !pending && !c.busy && (c.broken || c.reader.is_empty()) {
+            self.close(registry, t);
+            return;
+        }
+        if pending != c.writable_registered {
+            let interest = if pending {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if registry.reregister(&mut c.stream, t, interest).is_ok() {
+                c.writable_registered = pending;
+            }
+        }
+    }
+
+    pub fn close(&mut self, registry: &Registry, t: Token) {
+        if let Some(mut c) = self.conns.remove(&t) {
+            let _ = registry.deregister(&mut c.stream);
+        }
+    }
+
+    /// Tokens of connections idle too long (not those with a request in flight).
+    pub fn idle_expired(&self, now_ms: u64) -> Vec<Token> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| !c.busy && now_ms.saturating_sub(c.last_active_ms) >= self.idle_ms)
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        self.conns
+            .values()
+            .filter(|c| !c.busy)
+            .map(|c| c.last_active_ms + self.idle_ms)
+            .min()
+    }
+}
+
+impl Conn {
+    fn unsent(&self) -> usize {
+        self.out.len() - self.out_start
+    }
+
+    fn push_line(&mut self, line: &str) {
+        self.out.extend_from_slice(line.as_bytes());
+        self.out.push(b'\n');
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        while self.out_start < self.out.len() {
+            match self.stream.write(&self.out[self.out_start..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_start += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.out_start == self.out.len() {
+            self.out.clear();
+            self.out_start = 0;
+        } else if self.out_start > self.out.len() / 2 {
+            self.out.drain(..self.out_start);
+            self.out_start = 0;
+        }
+        Ok(())
+    }
+}

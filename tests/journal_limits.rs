@@ -1,0 +1,118 @@
+//! The client port's limits on a one-node cluster: connections, bodies,
+//! lines, idle time; and configuration errors named by file, line and key.
+
+#[path = "journal_support/mod.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{Cluster, Options, JOURNAL};
+
+fn line(s: &TcpStream) -> String {
+    let mut l = String::new();
+    let _ = BufReader::new(s).read_line(&mut l);
+    l
+}
+
+fn connect(c: &Cluster) -> TcpStream {
+    let s = TcpStream::connect(c.node(1).client).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+#[test]
+fn journal_client_limits_are_explicit_errors() {
+    let opts = Options {
+        nodes: 1,
+        clients_extra:
+            "max_connections = 3\nidle_timeout_seconds = 1\nmax_body = 1024\nmax_line = 128".into(),
+        raft_extra: "max_frame_bytes = \"4M\"".into(),
+        ..Options::default()
+    };
+    let c = Cluster::start("limits", opts);
+    c.wait_leader(&[1], Duration::from_secs(10));
+
+    // Body over the limit: refused before it is read.
+    let mut s = connect(&c);
+    s.write_all(b"append +1025\n").unwrap();
+    let l = line(&s);
+    assert!(
+        l.starts_with("err 3") && l.contains("exceeds the limit of 1024"),
+        "{l}"
+    );
+    // A line over the limit: the connection lost framing and is closed.
+    let mut s = connect(&c);
+    s.write_all(&[b'a'; 300]).unwrap();
+    let l = line(&s);
+    assert!(
+        l.starts_with("err 3") && l.contains("longer than 128"),
+        "{l}"
+    );
+    // Unknown verbs and bad arguments are per-request errors.
+    let mut s = connect(&c);
+    s.write_all(b"frobnicate\nget x\nrange 5 1\nhello\n")
+        .unwrap();
+    let mut r = BufReader::new(&s);
+    let mut lines = Vec::new();
+    for _ in 0..4 {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        lines.push(l);
+    }
+    assert!(lines[0].starts_with("err 3 unknown request"), "{lines:?}");
+    assert!(lines[1].starts_with("err 3 seq \"x\""), "{lines:?}");
+    assert!(lines[2].starts_with("err 3 range 5 1"), "{lines:?}");
+    assert!(lines[3].starts_with("ok name=pact-journal"), "{lines:?}");
+
+    // Connection limit: the fourth is told so.
+    let held: Vec<TcpStream> = (0..3).map(|_| connect(&c)).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let extra = connect(&c);
+    let l = line(&extra);
+    assert!(l.starts_with("err 5 too many connections (limit 3)"), "{l}");
+    // Idle connections are closed after idle_timeout_seconds.
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let mut first = &held[0];
+    assert_eq!(first.read(&mut buf).unwrap_or(0), 0, "expected EOF");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    drop(held);
+}
+
+#[test]
+fn journal_config_errors_name_the_file_line_and_key() {
+    let dir = std::env::temp_dir().join(format!("pact-jtest-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("journal.toml");
+    std::fs::write(
+        &path,
+        "[journal]\nnode_id = 1\n\n[journal.raft]\nmembers = [\"1:127.0.0.1:9444\"]\nsnapshot_intervall = 5\n",
+    )
+    .unwrap();
+    let out = Command::new(JOURNAL)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    let want = format!("{}:6: journal.raft.snapshot_intervall", path.display());
+    assert!(err.contains(&want), "{err}");
+    // The environment names the node; a bad value is refused clearly.
+    std::fs::write(&path, "[journal.raft]\nmembers = [\"1:127.0.0.1:9444\"]\n").unwrap();
+    let out = Command::new(JOURNAL)
+        .arg("--config")
+        .arg(&path)
+        .env("PACT_JOURNAL_NODE_ID", "zero")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("\"zero\" is not a node id"), "{err}");
+    let out = Command::new(JOURNAL).args(["--bogus"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let _ = std::fs::remove_dir_all(&dir);
+}
