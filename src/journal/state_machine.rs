@@ -240,7 +240,7 @@ impl StateMachine for AppendLog {
 }
 
 /// [`AppendLog`]'s snapshot: every entry applied at or before `index`.
-fn append_log_snapshot(conn: &Connection, index: u64) -> Result<Vec<u8>, StorageError> {
+pub fn append_log_snapshot(conn: &Connection, index: u64) -> Result<Vec<u8>, StorageError> {
     let mut out = SNAPSHOT_MAGIC.to_vec();
     let mut st = conn
         .prepare_cached(

@@ -103,6 +103,60 @@ pub fn state_delta(overlay: &Overlay, delta: &Overlay, removed: &[String]) -> St
     sd
 }
 
+/// What changed from `old` to `new` (an overlay's new version).
+pub fn diff(old: &Overlay, new: &Overlay) -> StateDelta {
+    let (a, b) = (keyed(old), keyed(new));
+    let mut sd = StateDelta::default();
+    for (k, v) in &b {
+        match a.get(k) {
+            Some(prev) if prev == v => {}
+            Some(prev) => push(
+                &mut sd,
+                DeltaItem {
+                    action: DeltaAction::Modify,
+                    key: k.clone(),
+                    value: Some(v.clone()),
+                    previous: Some(prev.clone()),
+                },
+            ),
+            None => push(
+                &mut sd,
+                DeltaItem {
+                    action: DeltaAction::Add,
+                    key: k.clone(),
+                    value: Some(v.clone()),
+                    previous: None,
+                },
+            ),
+        }
+    }
+    for (k, prev) in &a {
+        if !b.contains_key(k) {
+            push(
+                &mut sd,
+                DeltaItem {
+                    action: DeltaAction::Remove,
+                    key: k.clone(),
+                    value: None,
+                    previous: Some(prev.clone()),
+                },
+            );
+        }
+    }
+    sd
+}
+
+/// Keys of `delta` whose value the overlay now declares too (a delta
+/// that promotion or an apply made redundant).
+pub fn superseded(overlay: &Overlay, delta: &Overlay) -> Vec<String> {
+    let base = keyed(overlay);
+    keyed(delta)
+        .into_iter()
+        .filter(|(k, v)| base.get(k) == Some(v))
+        .map(|(k, _)| k)
+        .collect()
+}
+
 fn push(sd: &mut StateDelta, item: DeltaItem) {
     let v = match dimension(&item.key) {
         "kernel" => &mut sd.kernel,

@@ -1,5 +1,282 @@
 //! The configuration journal on top of Raft: entries, overlays, node
-//! deltas (issue 5). See `entry` for the model and commands.
+//! deltas, assignments and policies ([`ConfigMachine`]).
+//!
+//! Raft payloads are tagged: [`entry::TAG_RAW`] + bytes is the low-level
+//! `append` (opaque, as the journal's own API has it); [`entry::TAG_COMMAND`]
+//! + JSON is a configuration [`entry::Command`]. Both take journal
+//! sequence numbers (0, 1, 2 … without gaps, J1); a refused command takes
+//! none and changes nothing.
+//!
+//! Every table is derived from `journal_entries`: a snapshot is the entries
+//! up to an index, and a restore replays them through [`apply::apply`], so
+//! replicas (and a replay from scratch) end identical.
 
+pub mod apply;
 pub mod delta;
 pub mod entry;
+pub mod query;
+pub mod tables;
+
+#[cfg(test)]
+mod tests;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use crate::journal::state_machine::{
+    append_log_snapshot, decode_snapshot, ApplyOutcome, CommittedEntry, ReadOp, ReadReply,
+    Snapshotter, StateMachine,
+};
+use crate::journal::storage::StorageError;
+use crate::proto::{ExitCode, Record};
+use apply::Change;
+use entry::{validate_entry, Command, ConfigEntry, TAG_COMMAND, TAG_RAW};
+use tables::sql_err;
+
+/// One applied configuration entry, for `watch`.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub entry: ConfigEntry,
+    pub summary: String,
+}
+
+#[derive(Debug, Default)]
+pub struct ConfigMachine {
+    next_seq: u64,
+    /// What applied entries changed, for subscriptions (drained by the
+    /// daemon after each committed batch).
+    changes: Vec<(u64, Change)>,
+    /// Entries applied since the last drain, for watchers.
+    applied: Vec<Applied>,
+    /// A restore replaced everything: every subscription must refresh.
+    pub refresh_all: bool,
+}
+
+impl ConfigMachine {
+    pub fn new() -> ConfigMachine {
+        ConfigMachine::default()
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Changes and entries of the batches committed since the last call.
+    pub fn take_changes(&mut self) -> (Vec<(u64, Change)>, Vec<Applied>) {
+        (
+            std::mem::take(&mut self.changes),
+            std::mem::take(&mut self.applied),
+        )
+    }
+}
+
+/// The payload `append` proposes for opaque bytes.
+pub fn raw_payload(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 1);
+    out.push(TAG_RAW);
+    out.extend_from_slice(body);
+    out
+}
+
+/// The opaque bytes of a raw entry (without its tag).
+fn raw_body(data: &[u8]) -> &[u8] {
+    match data.split_first() {
+        Some((&TAG_RAW, rest)) => rest,
+        _ => data,
+    }
+}
+
+impl StateMachine for ConfigMachine {
+    fn load(&mut self, conn: &Connection) -> Result<(), StorageError> {
+        let max: Option<i64> = conn
+            .query_row("SELECT MAX(seq) FROM journal_entries", [], |r| r.get(0))
+            .map_err(sql_err("read the last sequence number"))?;
+        self.next_seq = max.map_or(0, |m| m as u64 + 1);
+        // Whatever was pending belonged to a batch that did not commit.
+        self.changes.clear();
+        self.applied.clear();
+        Ok(())
+    }
+
+    fn apply(
+        &mut self,
+        tx: &Transaction<'_>,
+        e: CommittedEntry<'_>,
+    ) -> Result<ApplyOutcome, StorageError> {
+        let seq = self.next_seq;
+        let mut cmd = match Command::decode(e.data) {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                insert_entry(tx, seq, e.index, e.data)?;
+                self.next_seq += 1;
+                return Ok(ApplyOutcome::Applied(Record::new().field("seq", seq)));
+            }
+            Err(why) => return Ok(ApplyOutcome::Rejected(ExitCode::Invalid, why)),
+        };
+        if let Err(why) = validate_entry(cmd.entry(), seq) {
+            return Ok(ApplyOutcome::Rejected(ExitCode::Invalid, why));
+        }
+        let (rec, summary, changes) = match apply::apply(tx, seq, &mut cmd)? {
+            Ok(ok) => ok,
+            Err((code, why)) => return Ok(ApplyOutcome::Rejected(code, why)),
+        };
+        let entry = cmd.entry_mut();
+        entry.sequence = seq;
+        let entry = entry.clone();
+        insert_entry(tx, seq, e.index, e.data)?;
+        tx.prepare_cached(
+            "INSERT INTO config_entries (seq, entry_type, scope, timestamp, principal, role, summary, entry) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                seq as i64,
+                entry.entry_type.as_str(),
+                entry.scope.to_text(),
+                entry.timestamp as i64,
+                entry.author.principal,
+                entry.author.role,
+                summary,
+                serde_json::to_string(&entry).unwrap_or_default()
+            ])
+        })
+        .map_err(sql_err("record a configuration entry"))?;
+        self.next_seq += 1;
+        self.changes.extend(changes.into_iter().map(|c| (seq, c)));
+        self.applied.push(Applied { entry, summary });
+        Ok(ApplyOutcome::Applied(rec))
+    }
+
+    fn snapshotter(&self) -> Snapshotter {
+        std::sync::Arc::new(append_log_snapshot)
+    }
+
+    fn restore(&mut self, tx: &Transaction<'_>, data: &[u8]) -> Result<(), StorageError> {
+        let entries = decode_snapshot(data)?;
+        tables::clear(tx)?;
+        self.next_seq = 0;
+        for (seq, index, payload) in &entries {
+            let outcome = self.apply(
+                tx,
+                CommittedEntry {
+                    index: *index,
+                    term: 0,
+                    data: payload,
+                },
+            )?;
+            if let ApplyOutcome::Rejected(_, why) = outcome {
+                return Err(StorageError::new(format!(
+                    "snapshot entry {seq} does not replay: {why}"
+                )));
+            }
+            if self.next_seq != seq + 1 {
+                return Err(StorageError::new(format!(
+                    "snapshot entry {seq} replays out of order"
+                )));
+            }
+        }
+        self.changes.clear();
+        self.applied.clear();
+        self.refresh_all = true;
+        Ok(())
+    }
+
+    fn read(&self, conn: &Connection, op: ReadOp) -> Result<ReadReply, (ExitCode, String)> {
+        let internal = |e: rusqlite::Error| (ExitCode::General, format!("storage: {e}"));
+        let row = |seq: u64,
+                   index: i64,
+                   data: Vec<u8>|
+         -> Result<(Record, Option<Vec<u8>>), (ExitCode, String)> {
+            let body = if data.first() == Some(&TAG_COMMAND) {
+                let json: Option<String> = conn
+                    .query_row(
+                        "SELECT entry FROM config_entries WHERE seq = ?1",
+                        params![seq as i64],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(internal)?;
+                json.unwrap_or_default().into_bytes()
+            } else {
+                raw_body(&data).to_vec()
+            };
+            let rec = Record::new()
+                .field("seq", seq)
+                .field("index", index)
+                .field("len", body.len());
+            Ok((rec, Some(body)))
+        };
+        match op {
+            ReadOp::Get { seq } => {
+                let found: Option<(i64, Vec<u8>)> = conn
+                    .query_row(
+                        "SELECT raft_index, data FROM journal_entries WHERE seq = ?1",
+                        params![seq.min(i64::MAX as u64) as i64],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()
+                    .map_err(internal)?;
+                match found {
+                    Some((index, data)) => Ok(vec![row(seq, index, data)?]),
+                    None => Err((
+                        ExitCode::Invalid,
+                        format!(
+                            "no entry with sequence number {seq} (next is {})",
+                            self.next_seq
+                        ),
+                    )),
+                }
+            }
+            ReadOp::Range {
+                from,
+                to,
+                limit,
+                max_bytes,
+            } => {
+                let cap = |v: u64| v.min(i64::MAX as u64) as i64;
+                let mut st = conn
+                    .prepare_cached("SELECT seq, raft_index, data FROM journal_entries WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3")
+                    .map_err(internal)?;
+                let rows: Vec<(i64, i64, Vec<u8>)> = st
+                    .query_map(params![cap(from), cap(to), limit as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .and_then(Iterator::collect)
+                    .map_err(internal)?;
+                let mut out = Vec::new();
+                let mut bytes = 0usize;
+                for (seq, index, data) in rows {
+                    let (rec, body) = row(seq as u64, index, data)?;
+                    let len = body.as_ref().map_or(0, Vec::len);
+                    if !out.is_empty() && bytes.saturating_add(len) > max_bytes {
+                        break;
+                    }
+                    bytes = bytes.saturating_add(len);
+                    out.push((rec, body));
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    fn status(&self) -> Record {
+        let last = self
+            .next_seq
+            .checked_sub(1)
+            .map_or("-".to_string(), |s| s.to_string());
+        Record::new()
+            .field("last_seq", last)
+            .field("next_seq", self.next_seq)
+    }
+}
+
+fn insert_entry(
+    tx: &Transaction<'_>,
+    seq: u64,
+    index: u64,
+    data: &[u8],
+) -> Result<(), StorageError> {
+    tx.prepare_cached("INSERT INTO journal_entries (seq, raft_index, data) VALUES (?1, ?2, ?3)")
+        .and_then(|mut st| st.execute(params![seq as i64, index as i64, data]))
+        .map(|_| ())
+        .map_err(sql_err("append a journal entry"))
+}

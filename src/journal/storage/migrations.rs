@@ -6,10 +6,13 @@ use rusqlite::Connection;
 use super::StorageError;
 
 /// `(version, sql)`: migration `n` brings `user_version` from `n - 1` to `n`.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../../sql/001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../../sql/001_initial.sql")),
+    (2, include_str!("../../../sql/002_config.sql")),
+];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 pub fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
     let current: i64 = conn

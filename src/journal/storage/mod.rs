@@ -13,7 +13,7 @@
 //! commit frame fail their checksums and are ignored. [`Storage::load`]
 //! then checks the Raft invariants before anything is served.
 
-mod migrations;
+pub(crate) mod migrations;
 #[cfg(test)]
 mod tests;
 
