@@ -147,7 +147,8 @@ impl Default for ClientsSection {
             max_line: 8 * 1024,
             max_words: 64,
             max_body: SizeValue(16 << 20),
-            max_connections: 1024,
+            // Room for max_concurrent_boot_streams agents plus admins.
+            max_connections: 20_000,
             idle_timeout_seconds: 300,
             request_timeout_ms: 5000,
             max_range: 10_000,

@@ -148,6 +148,7 @@ fn run_daemon(args: Args) -> i32 {
             return 1;
         }
     };
+    raise_fd_limit(settings.clients.max_connections as u64 + 256);
     let mut daemon = match Daemon::new(settings, args.bootstrap) {
         Ok(d) => d,
         Err(e) => {
@@ -285,6 +286,28 @@ fn recover(args: &Args) -> i32 {
         Err(e) => {
             eprintln!("pact-journal recover: {e}");
             1
+        }
+    }
+}
+
+/// Lift the soft open-file limit toward `want` (bounded by the hard limit):
+/// every boot stream is a connection.
+fn raise_fd_limit(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write one rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= want {
+            return;
+        }
+        let target = want.min(lim.rlim_max);
+        lim.rlim_cur = target;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            log::warn!(target: "journal", "cannot raise the open-file limit to {target}");
+        } else if target < want {
+            log::warn!(target: "journal", "open-file limit is {target} (hard limit): fewer than {want} connections fit");
         }
     }
 }

@@ -15,7 +15,9 @@
 //! (its peers elect someone else) and refuses client operations.
 
 mod compaction;
+mod config_requests;
 mod requests;
+mod streams;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -26,8 +28,9 @@ use mio::{Events, Poll, Token};
 
 use super::config::Settings;
 use super::histogram::Histogram;
+use super::machine::ConfigMachine;
 use super::raft::{EntryKind, Membership, RaftConfig, RaftNode, Ready, Role, SoftState};
-use super::state_machine::{AppendLog, ApplyOutcome, ReadOp, StateMachine};
+use super::state_machine::{ApplyOutcome, ReadOp, StateMachine};
 use super::storage::{DirLock, Storage, StorageError, StorageOptions};
 use super::transport::clients::{ClientServer, Input};
 use super::transport::peers::PeerNet;
@@ -83,7 +86,9 @@ pub struct Daemon {
     started: Instant,
     node: Option<RaftNode>,
     storage: Option<Storage>,
-    sm: Box<dyn StateMachine>,
+    sm: ConfigMachine,
+    /// Boot streams, subscriptions and watches (see `streams`).
+    streams: streams::Streams,
     peers: PeerNet,
     clients: ClientServer,
     next_token: usize,
@@ -112,8 +117,8 @@ impl Daemon {
         storage
             .claim(settings.node_id, &settings.cluster)
             .map_err(|e| e.to_string())?;
-        let mut sm: Box<dyn StateMachine> = Box::new(AppendLog::new());
-        let restored = storage.load(sm.as_mut()).map_err(|e| e.to_string())?;
+        let mut sm = ConfigMachine::new();
+        let restored = storage.load(&mut sm).map_err(|e| e.to_string())?;
         let mut node =
             RaftNode::new(raft_config(&settings), restored).map_err(|e| e.to_string())?;
         if bootstrap {
@@ -180,12 +185,14 @@ impl Daemon {
             waker,
         )
         .map_err(|e| format!("snapshot thread: {e}"))?;
+        let max_boot_streams = settings.streaming.max_concurrent_boot_streams as usize;
         Ok(Daemon {
             settings,
             poll,
             started: Instant::now(),
             node: Some(node),
             storage: Some(storage),
+            streams: streams::Streams::new(max_boot_streams),
             sm,
             peers,
             clients,
@@ -279,6 +286,7 @@ impl Daemon {
         consider(self.writes.values().map(|w| w.deadline_ms).min());
         consider(self.reads.values().map(|r| r.deadline_ms).min());
         consider(self.failure.as_ref().map(|f| f.retry_at_ms));
+        consider(self.streams.next_heartbeat_ms());
         d
     }
 
@@ -362,6 +370,7 @@ impl Daemon {
         for t in self.clients.idle_expired(now) {
             self.clients.close(self.poll.registry(), t);
         }
+        self.heartbeats(now);
         self.expire_requests(now);
         if self.failure.as_ref().is_some_and(|f| f.retry_at_ms <= now) {
             self.rebuild(now);
@@ -384,6 +393,7 @@ impl Daemon {
             if let Some(node) = self.node.as_mut() {
                 node.advance(now);
             }
+            self.publish();
             self.serve_reads();
             if let Err(e) = self.maybe_compact() {
                 self.storage_failed(e, now);
@@ -407,7 +417,7 @@ impl Daemon {
             }
         }
         let persisted = match self.storage.as_mut() {
-            Some(s) => s.persist(&ready, self.sm.as_mut())?,
+            Some(s) => s.persist(&ready, &mut self.sm)?,
             None => return Ok(()),
         };
         if persisted.synced {
@@ -562,7 +572,7 @@ impl Daemon {
     /// Reopens the database and rebuilds the Raft node from it.
     fn rebuild(&mut self, now: u64) {
         let settings = &self.settings;
-        let sm = self.sm.as_mut();
+        let sm = &mut self.sm;
         let result = (|| {
             let storage = Storage::open(&settings.data_dir, &StorageOptions::default())?;
             let restored = storage.load(sm)?;

@@ -15,11 +15,11 @@ use mio::Token;
 
 use super::{Daemon, PendingRead, PendingWrite, WriteKind};
 use crate::journal::raft::{Membership, NodeId, ProposeError, Role};
-use crate::journal::state_machine::ReadOp;
+use crate::journal::state_machine::{ReadOp, StateMachine};
 use crate::proto::{err_line, ok_line, ExitCode, Record, Request};
 
 /// The operations `hello` lists.
-const OPERATIONS: &str = "hello,status,append,get,range,member";
+const OPERATIONS: &str = "hello,status,append,get,range,member,apply,commit,rollback,promote,assign,unassign,set-policy,record,log,entry,overlay,delta,diff-committed,promote-preview,groups,group,nodes,watch,boot";
 
 impl Daemon {
     pub(super) fn on_request(&mut self, t: Token, req: Request, now: u64) {
@@ -45,6 +45,7 @@ impl Daemon {
                     Err(e) => Err(e),
                 }
             }
+            _ if self.config_request(t, &req, now) => return,
             _ => Err(format!(
                 "unknown request \"{}\" (operations: {OPERATIONS})",
                 words.first().copied().unwrap_or("")
@@ -91,7 +92,7 @@ impl Daemon {
     }
 
     /// Why this node cannot take part right now, if it cannot.
-    fn unavailable(&self) -> Option<String> {
+    pub(super) fn unavailable(&self) -> Option<String> {
         self.failure.as_ref().map(|f| {
             err_line(
                 ExitCode::General,
@@ -104,7 +105,7 @@ impl Daemon {
     }
 
     /// The `err` that sends a write to the leader (or says there is none).
-    fn not_leader(&self, leader: Option<NodeId>) -> String {
+    pub(super) fn not_leader(&self, leader: Option<NodeId>) -> String {
         match leader.and_then(|l| self.settings.peers.get(&l).map(|a| (l, a))) {
             Some((id, addr)) => err_line(
                 ExitCode::Unreachable,
@@ -132,7 +133,7 @@ impl Daemon {
             return self.answer(t, vec![err_line(ExitCode::General, "node not ready")]);
         };
         let term = node.term();
-        match node.propose(now, body) {
+        match node.propose(now, crate::journal::machine::raw_payload(&body)) {
             Ok(index) => self.track_write(t, index, term, WriteKind::Append, now),
             Err(ProposeError::NotLeader { leader }) => {
                 let line = self.not_leader(leader);
@@ -151,7 +152,14 @@ impl Daemon {
     /// Remembers a proposal until its index is applied. An older proposal
     /// at the same index (from an earlier term of ours, since truncated
     /// here) may still commit through another node: its fate is unknown.
-    fn track_write(&mut self, t: Token, index: u64, term: u64, kind: WriteKind, now: u64) {
+    pub(super) fn track_write(
+        &mut self,
+        t: Token,
+        index: u64,
+        term: u64,
+        kind: WriteKind,
+        now: u64,
+    ) {
         let write = PendingWrite {
             token: t,
             term,
@@ -320,6 +328,8 @@ impl Daemon {
         rec.push("pending_writes", self.writes.len());
         rec.push("pending_reads", self.reads.len());
         rec.push("clients", self.clients.connection_count());
+        rec.push("boot_streams", self.streams.boot_streams());
+        rec.push("watches", self.streams.watches());
         for (k, v) in self.fsync_hist.fields("fsync") {
             rec.push(&k, v);
         }

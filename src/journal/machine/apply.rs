@@ -178,12 +178,14 @@ pub fn apply(tx: &Transaction<'_>, seq: u64, cmd: &mut Command) -> Result<Outcom
                         format!("node {node} belongs to vcluster {a}, not {vc}"),
                     )
                 }
-                None => return refuse(
-                    ExitCode::Invalid,
-                    format!(
+                None => {
+                    return refuse(
+                        ExitCode::Invalid,
+                        format!(
                         "node {node} is not assigned to a vcluster (pact node assign {node} {vc})"
                     ),
-                ),
+                    )
+                }
                 Some(_) => {}
             }
             let mut d = live_delta(tx, &node, now)?.unwrap_or(DeltaRow {
@@ -243,7 +245,7 @@ pub fn apply(tx: &Transaction<'_>, seq: u64, cmd: &mut Command) -> Result<Outcom
         } => {
             let before = tables::assignment(tx, node)?;
             match vcluster {
-                Some(vc) => entry.entry_type = EntryType::NodeAssigned,
+                Some(_) => entry.entry_type = EntryType::NodeAssigned,
                 None if before.is_none() => {
                     return refuse(ExitCode::Invalid, format!("node {node} is not assigned"))
                 }

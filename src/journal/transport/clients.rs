@@ -31,8 +31,7 @@ pub struct Conn {
     stream: Box<dyn ClientStream>,
     pub peer: SocketAddr,
     reader: LineReader,
-    out: Vec<u8>,
-    out_start: usize,
+    out: OutQueue,
     /// A request is being answered; later ones wait in the reader.
     pub busy: bool,
     pub last_active_ms: u64,
@@ -42,6 +41,9 @@ pub struct Conn {
     /// Input left in the socket while a request is in flight (so a
     /// pipelining client cannot make us buffer without bound).
     read_paused: bool,
+    /// The connection carries a stream (boot, subscription, watch): input
+    /// is read and dropped, so the client's close is seen at once.
+    streaming: bool,
 }
 
 /// Something the daemon must look at after a read.
@@ -114,14 +116,14 @@ impl ClientServer {
                     stream: Box::new(stream),
                     peer,
                     reader: LineReader::new(self.limits),
-                    out: Vec::new(),
-                    out_start: 0,
+                    out: OutQueue::default(),
                     busy: false,
                     last_active_ms: now_ms,
                     close_after_flush: false,
                     writable_registered: false,
                     broken: false,
                     read_paused: false,
+                    streaming: false,
                 },
             );
         }
@@ -136,6 +138,26 @@ impl ClientServer {
         c.last_active_ms = now_ms;
         if c.flush().is_err() {
             self.close(registry, t);
+            return vec![];
+        }
+        if c.streaming {
+            let mut buf = [0u8; 4096];
+            loop {
+                match c.stream.read(&mut buf) {
+                    Ok(0) => {
+                        self.close(registry, t);
+                        return vec![];
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        self.close(registry, t);
+                        return vec![];
+                    }
+                }
+            }
+            self.sync_interest(registry, t);
             return vec![];
         }
         if c.busy || c.unsent() > OUTPUT_HIGH_WATER {
@@ -231,7 +253,32 @@ impl ClientServer {
     pub fn send_body(&mut self, t: Token, body: &[u8]) {
         if let Some(c) = self.conns.get_mut(&t) {
             c.push_line(&format!("body +{}", body.len()));
-            c.out.extend_from_slice(body);
+            c.out.push(body);
+        }
+    }
+
+    /// Queues bytes shared with other connections (a boot stream's
+    /// overlay) and starts sending.
+    pub fn send_shared(&mut self, registry: &Registry, t: Token, buf: std::sync::Arc<[u8]>) {
+        if let Some(c) = self.conns.get_mut(&t) {
+            c.out.push_shared(buf);
+        }
+        self.after_write(registry, t);
+    }
+
+    /// Queues raw bytes (records and bodies already framed) and starts sending.
+    pub fn send_raw(&mut self, registry: &Registry, t: Token, bytes: &[u8]) {
+        if let Some(c) = self.conns.get_mut(&t) {
+            c.out.push(bytes);
+        }
+        self.after_write(registry, t);
+    }
+
+    /// The connection now carries a stream until it closes.
+    pub fn set_streaming(&mut self, t: Token) {
+        if let Some(c) = self.conns.get_mut(&t) {
+            c.streaming = true;
+            c.busy = true;
         }
     }
 
@@ -239,7 +286,7 @@ impl ClientServer {
         let Some(c) = self.conns.get_mut(&t) else {
             return;
         };
-        let too_much = c.out.len() - c.out_start > MAX_PENDING_OUTPUT;
+        let too_much = c.unsent() > MAX_PENDING_OUTPUT;
         if c.flush().is_err() || too_much {
             if too_much {
                 log::warn!(target: "journal::clients", "dropping client {} that does not read its output", c.peer);
@@ -262,7 +309,7 @@ impl ClientServer {
         let Some(c) = self.conns.get_mut(&t) else {
             return;
         };
-        let pending = c.out.len() > c.out_start;
+        let pending = c.unsent() > 0;
         // After the client's end of stream, close once every complete
         // request it sent is answered (leftover partial input waits for
         // the idle timeout).
@@ -308,30 +355,80 @@ impl ClientServer {
 
 impl Conn {
     fn unsent(&self) -> usize {
-        self.out.len() - self.out_start
+        self.out.len
     }
 
     fn push_line(&mut self, line: &str) {
-        self.out.extend_from_slice(line.as_bytes());
-        self.out.push(b'\n');
+        self.out.push(line.as_bytes());
+        self.out.push(b"\n");
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        while self.out_start < self.out.len() {
-            match self.stream.write(&self.out[self.out_start..]) {
+        self.out.flush(&mut self.stream)
+    }
+}
+
+/// Output waiting for a connection: bytes of its own, and buffers shared
+/// with other connections (a boot stream's overlay goes to thousands of
+/// agents from one buffer, never copied per connection).
+#[derive(Default)]
+struct OutQueue {
+    chunks: std::collections::VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    head: usize,
+    /// Unsent bytes in all.
+    len: usize,
+}
+
+enum Chunk {
+    Own(Vec<u8>),
+    Shared(std::sync::Arc<[u8]>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Own(v) => v,
+            Chunk::Shared(a) => a,
+        }
+    }
+}
+
+impl OutQueue {
+    fn push(&mut self, bytes: &[u8]) {
+        self.len += bytes.len();
+        if let Some(Chunk::Own(v)) = self.chunks.back_mut() {
+            if v.len() < 64 * 1024 {
+                v.extend_from_slice(bytes);
+                return;
+            }
+        }
+        self.chunks.push_back(Chunk::Own(bytes.to_vec()));
+    }
+
+    fn push_shared(&mut self, buf: std::sync::Arc<[u8]>) {
+        self.len += buf.len();
+        self.chunks.push_back(Chunk::Shared(buf));
+    }
+
+    fn flush(&mut self, stream: &mut Box<dyn ClientStream>) -> io::Result<()> {
+        while let Some(front) = self.chunks.front() {
+            let bytes = &front.bytes()[self.head..];
+            if bytes.is_empty() {
+                self.chunks.pop_front();
+                self.head = 0;
+                continue;
+            }
+            match stream.write(bytes) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.out_start += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Ok(n) => {
+                    self.head += n;
+                    self.len -= n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-        }
-        if self.out_start == self.out.len() {
-            self.out.clear();
-            self.out_start = 0;
-        } else if self.out_start > self.out.len() / 2 {
-            self.out.drain(..self.out_start);
-            self.out_start = 0;
         }
         Ok(())
     }

@@ -1,0 +1,416 @@
+//! Boot config streams, subscriptions and watches (`man/pact-journal.8`,
+//! grammar in `proto::boot`).
+//!
+//! `boot node=N vcluster=V version=X node_version=Y from=S` streams what
+//! the agent lacks — the vCluster's overlay (zstd, in chunks, versioned
+//! and checksummed), the node's delta — then `complete`; the connection
+//! then stays the node's subscription: every later change to its
+//! vCluster's overlay (which holds its policy and blacklist), its delta or
+//! its assignment is pushed after a `change` record, and a heartbeat
+//! record every few seconds keeps both ends honest.
+//!
+//! Any journal node serves streams from its local replica (J8). An
+//! overlay is compressed once per version and the same buffer is queued
+//! to every connection that needs it. The number of boot streams is
+//! bounded; beyond it a client gets `err 5 retry later`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mio::Token;
+
+use super::Daemon;
+use crate::journal::machine::apply::Change;
+use crate::journal::machine::tables;
+use crate::proto::boot::{encode_delta, encode_overlay, BootRequest};
+use crate::proto::{err_line, ExitCode, Record, Request};
+
+/// Heartbeat period of streams.
+const HEARTBEAT_MS: u64 = 5_000;
+/// Most `change` records replayed to a reconnecting agent.
+const MAX_REPLAY: usize = 1000;
+
+/// One agent's subscription and what it has.
+#[derive(Debug, Clone)]
+struct Sub {
+    node: String,
+    vcluster: String,
+    version: u64,
+    node_version: u64,
+}
+
+/// A `watch` of applied entries.
+#[derive(Debug, Clone)]
+struct Watch {
+    vcluster: Option<String>,
+}
+
+pub struct Streams {
+    subs: HashMap<Token, Sub>,
+    watches: HashMap<Token, Watch>,
+    max_boot: usize,
+    /// vCluster → (version, the overlay records and bodies on the wire).
+    overlays: HashMap<String, (u64, Arc<[u8]>)>,
+    next_hb_ms: Option<u64>,
+}
+
+impl Streams {
+    pub fn new(max_boot: usize) -> Streams {
+        Streams {
+            subs: HashMap::new(),
+            watches: HashMap::new(),
+            max_boot,
+            overlays: HashMap::new(),
+            next_hb_ms: None,
+        }
+    }
+
+    pub fn next_heartbeat_ms(&self) -> Option<u64> {
+        self.next_hb_ms
+    }
+
+    pub fn is_connected(&self, node: &str) -> bool {
+        self.subs.values().any(|s| s.node == node)
+    }
+
+    pub fn boot_streams(&self) -> usize {
+        self.subs.len()
+    }
+
+    pub fn watches(&self) -> usize {
+        self.watches.len()
+    }
+}
+
+fn wall_ms() -> u64 {
+    crate::util::time::unix_ms(std::time::SystemTime::now())
+}
+
+impl Daemon {
+    pub(super) fn boot(&mut self, t: Token, req: &Request) {
+        let br = match BootRequest::from_request(req) {
+            Ok(b) => b,
+            Err(m) => return self.answer(t, vec![err_line(ExitCode::Invalid, &m)]),
+        };
+        self.forget_closed_streams();
+        if self.streams.subs.len() >= self.streams.max_boot {
+            let m = format!(
+                "retry later: {} boot streams in progress on this journal node (max_concurrent_boot_streams = {})",
+                self.streams.subs.len(),
+                self.streams.max_boot
+            );
+            return self.answer(t, vec![err_line(ExitCode::Unreachable, &m)]);
+        }
+        let Some(conn) = self.storage.as_ref().map(|s| s.conn()) else {
+            return self.answer(
+                t,
+                vec![err_line(
+                    ExitCode::Unreachable,
+                    "storage unavailable on this node; retry elsewhere",
+                )],
+            );
+        };
+        // The journal's assignment wins over what the agent believes.
+        let vcluster = match tables::assignment(conn, &br.node) {
+            Ok(Some(vc)) => vc,
+            Ok(None) if !br.vcluster.is_empty() => br.vcluster.clone(),
+            Ok(None) => {
+                let m = format!(
+                    "node {} is not assigned to a vcluster (pact node assign {} <vcluster>)",
+                    br.node, br.node
+                );
+                return self.answer(t, vec![err_line(ExitCode::Invalid, &m)]);
+            }
+            Err(e) => return self.answer(t, vec![err_line(ExitCode::General, &e.to_string())]),
+        };
+        // Changes since what the agent last saw (a reconnect resumes).
+        let replay = replay_changes(conn, &br.node, &vcluster, br.from).unwrap_or_default();
+        let last_seq = self.sm.next_seq().saturating_sub(1);
+        self.clients.set_streaming(t);
+        let mut sub = Sub {
+            node: br.node.clone(),
+            vcluster,
+            version: br.version,
+            node_version: br.node_version,
+        };
+        self.send_state(t, &mut sub, true);
+        let mut tail = String::new();
+        for (seq, kind, scope) in replay {
+            tail.push_str(
+                &Record::new()
+                    .field("change", "")
+                    .field("seq", seq)
+                    .field("kind", kind)
+                    .field("scope", scope)
+                    .to_line(),
+            );
+            tail.push('\n');
+        }
+        tail.push_str(&format!(
+            "complete base_version={} node_version={} seq={last_seq}\n",
+            sub.version, sub.node_version
+        ));
+        self.clients
+            .send_raw(self.poll.registry(), t, tail.as_bytes());
+        log::debug!(target: "journal::streams", "boot stream for {} (vcluster {}, overlay v{}, delta v{})", sub.node, sub.vcluster, sub.version, sub.node_version);
+        self.streams.subs.insert(t, sub);
+        self.arm_heartbeat();
+    }
+
+    pub(super) fn watch(&mut self, t: Token, req: &Request) {
+        self.clients.set_streaming(t);
+        self.streams.watches.insert(
+            t,
+            Watch {
+                vcluster: req.option("vcluster").map(str::to_string),
+            },
+        );
+        self.arm_heartbeat();
+    }
+
+    fn arm_heartbeat(&mut self) {
+        if self.streams.next_hb_ms.is_none() {
+            self.streams.next_hb_ms = Some(self.now_ms() + HEARTBEAT_MS);
+        }
+    }
+
+    /// Send `sub` what it lacks of its overlay and delta.
+    fn send_state(&mut self, t: Token, sub: &mut Sub, boot: bool) {
+        let Some(conn) = self.storage.as_ref().map(|s| s.conn()) else {
+            return;
+        };
+        let overlay = tables::overlay(conn, &sub.vcluster).ok().flatten();
+        let version = overlay.as_ref().map_or(0, |o| o.version);
+        if version != sub.version || (boot && sub.version == 0) {
+            let wire = match (self.streams.overlays.get(&sub.vcluster), &overlay) {
+                (Some((v, wire)), _) if *v == version => wire.clone(),
+                (_, Some(o)) => {
+                    let compressed = zstd::bulk::compress(o.toml.as_bytes(), 3).unwrap_or_default();
+                    let wire: Arc<[u8]> = encode_overlay(
+                        &sub.vcluster,
+                        version,
+                        &o.checksum,
+                        o.toml.len(),
+                        &compressed,
+                    )
+                    .into();
+                    self.streams
+                        .overlays
+                        .insert(sub.vcluster.clone(), (version, wire.clone()));
+                    wire
+                }
+                (_, None) => {
+                    let empty = crate::util::sha256::sha256_hex(b"");
+                    let compressed = zstd::bulk::compress(b"", 3).unwrap_or_default();
+                    encode_overlay(&sub.vcluster, 0, &empty, 0, &compressed).into()
+                }
+            };
+            self.clients.send_shared(self.poll.registry(), t, wire);
+            sub.version = version;
+        }
+        let delta = tables::delta(conn, &sub.node)
+            .ok()
+            .flatten()
+            .filter(|d| !d.expired(wall_ms()) && d.vcluster == sub.vcluster);
+        match delta {
+            Some(d) if d.version != sub.node_version => {
+                let text = d.to_toml();
+                let wire = encode_delta(
+                    &sub.node,
+                    d.version,
+                    &crate::util::sha256::sha256_hex(text.as_bytes()),
+                    text.as_bytes(),
+                );
+                self.clients.send_raw(self.poll.registry(), t, &wire);
+                sub.node_version = d.version;
+            }
+            Some(_) => {}
+            None if sub.node_version != 0 => {
+                self.clients.send_raw(
+                    self.poll.registry(),
+                    t,
+                    &encode_delta(&sub.node, 0, "", b""),
+                );
+                sub.node_version = 0;
+            }
+            None => {}
+        }
+    }
+
+    /// After a committed batch: push what changed to subscribers, and the
+    /// applied entries to watchers.
+    pub(super) fn publish(&mut self) {
+        let (changes, applied) = self.sm.take_changes();
+        let refresh = std::mem::take(&mut self.sm.refresh_all);
+        if changes.is_empty() && applied.is_empty() && !refresh {
+            return;
+        }
+        self.forget_closed_streams();
+        for (_, c) in &changes {
+            if let Change::Overlay { vcluster } = c {
+                self.streams.overlays.remove(vcluster);
+            }
+        }
+        if refresh {
+            self.streams.overlays.clear();
+        }
+        let tokens: Vec<Token> = self.streams.subs.keys().copied().collect();
+        for t in tokens {
+            let Some(mut sub) = self.streams.subs.get(&t).cloned() else {
+                continue;
+            };
+            let mut notes = Vec::new();
+            for (seq, c) in &changes {
+                let (kind, scope, hit) = match c {
+                    Change::Overlay { vcluster } => {
+                        ("vcluster", vcluster.clone(), *vcluster == sub.vcluster)
+                    }
+                    Change::Delta { node } => ("node", node.clone(), *node == sub.node),
+                    Change::Assignment { node } => ("assignment", node.clone(), *node == sub.node),
+                };
+                if hit {
+                    notes.push((*seq, kind, scope));
+                }
+            }
+            if notes.is_empty() && !refresh {
+                continue;
+            }
+            if notes.iter().any(|(_, k, _)| *k == "assignment") {
+                if let Some(vc) = self
+                    .storage
+                    .as_ref()
+                    .and_then(|s| tables::assignment(s.conn(), &sub.node).ok().flatten())
+                {
+                    if vc != sub.vcluster {
+                        sub.vcluster = vc;
+                        sub.version = 0;
+                        sub.node_version = 0;
+                    }
+                }
+            }
+            let mut head = String::new();
+            for (seq, kind, scope) in &notes {
+                head.push_str(
+                    &Record::new()
+                        .field("change", "")
+                        .field("seq", seq)
+                        .field("kind", *kind)
+                        .field("scope", scope)
+                        .to_line(),
+                );
+                head.push('\n');
+            }
+            self.clients
+                .send_raw(self.poll.registry(), t, head.as_bytes());
+            self.send_state(t, &mut sub, false);
+            self.streams.subs.insert(t, sub);
+        }
+        if !applied.is_empty() && !self.streams.watches.is_empty() {
+            let watches: Vec<(Token, Watch)> = self
+                .streams
+                .watches
+                .iter()
+                .map(|(t, w)| (*t, w.clone()))
+                .collect();
+            for (t, w) in watches {
+                let mut out = String::new();
+                for a in &applied {
+                    let in_scope = match (&w.vcluster, &a.entry.scope) {
+                        (None, _) => true,
+                        (Some(v), crate::journal::machine::entry::Scope::VCluster(s)) => v == s,
+                        (Some(v), crate::journal::machine::entry::Scope::Node(n)) => {
+                            self.storage
+                                .as_ref()
+                                .and_then(|s| tables::assignment(s.conn(), n).ok().flatten())
+                                .as_deref()
+                                == Some(v.as_str())
+                        }
+                        (Some(_), _) => false,
+                    };
+                    if in_scope {
+                        let e = &a.entry;
+                        let r = Record::new()
+                            .field("seq", e.sequence)
+                            .field("type", e.entry_type.as_str())
+                            .field("scope", e.scope.to_text())
+                            .field("time", crate::util::time::rfc3339_ms(e.timestamp))
+                            .field("author", &e.author.principal)
+                            .field("summary", &a.summary);
+                        out.push_str(&r.to_line());
+                        out.push('\n');
+                    }
+                }
+                if !out.is_empty() {
+                    self.clients
+                        .send_raw(self.poll.registry(), t, out.as_bytes());
+                }
+            }
+        }
+    }
+
+    /// The heartbeat record to every stream, when due.
+    pub(super) fn heartbeats(&mut self, now: u64) {
+        if self.streams.next_hb_ms.is_none_or(|d| d > now) {
+            return;
+        }
+        self.forget_closed_streams();
+        let line = format!("hb={}\n", wall_ms());
+        let tokens: Vec<Token> = self
+            .streams
+            .subs
+            .keys()
+            .chain(self.streams.watches.keys())
+            .copied()
+            .collect();
+        for t in tokens {
+            self.clients
+                .send_raw(self.poll.registry(), t, line.as_bytes());
+        }
+        self.streams.next_hb_ms = (!self.streams.subs.is_empty()
+            || !self.streams.watches.is_empty())
+        .then_some(now + HEARTBEAT_MS);
+    }
+
+    fn forget_closed_streams(&mut self) {
+        let clients = &self.clients;
+        self.streams.subs.retain(|t, _| clients.owns(*t));
+        self.streams.watches.retain(|t, _| clients.owns(*t));
+    }
+}
+
+/// Entries after `from` that concern a node or its vCluster.
+fn replay_changes(
+    conn: &rusqlite::Connection,
+    node: &str,
+    vcluster: &str,
+    from: u64,
+) -> rusqlite::Result<Vec<(u64, &'static str, String)>> {
+    if from == 0 {
+        return Ok(vec![]);
+    }
+    let mut st = conn.prepare_cached(
+        "SELECT seq, scope FROM config_entries WHERE seq > ?1 AND (scope = ?2 OR scope = ?3) ORDER BY seq LIMIT ?4",
+    )?;
+    let rows: Vec<(i64, String)> = st
+        .query_map(
+            rusqlite::params![
+                from as i64,
+                format!("vcluster:{vcluster}"),
+                format!("node:{node}"),
+                MAX_REPLAY as i64
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
+        .collect::<Result<_, _>>()?;
+    Ok(rows
+        .into_iter()
+        .map(|(seq, scope)| {
+            let (kind, name) = match scope.split_once(':') {
+                Some(("node", n)) => ("node", n.to_string()),
+                Some((_, v)) => ("vcluster", v.to_string()),
+                None => ("vcluster", scope.clone()),
+            };
+            (seq as u64, kind, name)
+        })
+        .collect())
+}
