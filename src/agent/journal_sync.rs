@@ -37,7 +37,12 @@ impl JournalView {
     /// The declaration to apply: services and everything else.
     pub fn effective(&self) -> Result<(ServiceSet, Overlay), String> {
         let text = self.overlay.as_deref().ok_or("no overlay yet")?;
-        let (name, mut overlay) = Overlay::from_toml(text)?;
+        // An empty overlay: the vCluster declares nothing (yet).
+        let (name, mut overlay) = if text.trim().is_empty() {
+            (self.vcluster.clone(), Overlay::default())
+        } else {
+            Overlay::from_toml(text)?
+        };
         if let Some(delta) = self.delta.as_deref().filter(|d| !d.trim().is_empty()) {
             let specs =
                 parse_spec(&Source::from_str("node delta", delta)).map_err(|e| e.to_string())?;

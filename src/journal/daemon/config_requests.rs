@@ -26,6 +26,9 @@ use crate::journal::machine::{query, tables};
 use crate::journal::raft::ProposeError;
 use crate::proto::{err_line, ok_line, ExitCode, Record, Request};
 
+/// A read's records, optional body and `ok` fields.
+type ReadAnswer = (Vec<Record>, Option<Vec<u8>>, Record);
+
 fn wall_ms() -> u64 {
     crate::util::time::unix_ms(std::time::SystemTime::now())
 }
@@ -222,8 +225,7 @@ impl Daemon {
         let internal =
             |e: crate::journal::storage::StorageError| (ExitCode::General, e.to_string());
         // (records, body, ok fields)
-        let result: Result<(Vec<Record>, Option<Vec<u8>>, Record), (ExitCode, String)> = match words
-        {
+        let result: Result<ReadAnswer, (ExitCode, String)> = match words {
             ["log"] => {
                 let n = match req.option("n").map(str::parse::<usize>) {
                     None => 20,

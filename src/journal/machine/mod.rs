@@ -1,11 +1,11 @@
 //! The configuration journal on top of Raft: entries, overlays, node
 //! deltas, assignments and policies ([`ConfigMachine`]).
 //!
-//! Raft payloads are tagged: [`entry::TAG_RAW`] + bytes is the low-level
-//! `append` (opaque, as the journal's own API has it); [`entry::TAG_COMMAND`]
-//! + JSON is a configuration [`entry::Command`]. Both take journal
-//! sequence numbers (0, 1, 2 … without gaps, J1); a refused command takes
-//! none and changes nothing.
+//! Raft payloads are tagged: [`entry::TAG_RAW`] then bytes is the
+//! low-level `append` (opaque, as the journal's own API has it);
+//! [`entry::TAG_COMMAND`] then JSON is a configuration [`entry::Command`].
+//! Both take journal sequence numbers (0, 1, 2 … without gaps, J1); a
+//! refused command takes none and changes nothing.
 //!
 //! Every table is derived from `journal_entries`: a snapshot is the entries
 //! up to an index, and a restore replays them through [`apply::apply`], so
