@@ -12,6 +12,9 @@ use crate::journal::storage::StorageError;
 use crate::proto::Record;
 use crate::util::time::rfc3339_ms;
 
+/// seq, type, scope, timestamp, principal, role, summary, entry JSON.
+type LogRow = (i64, String, String, i64, String, String, String, String);
+
 /// The last `n` entries (newest last), optionally of one scope
 /// (`vcluster:ml`, `node:n1`, `global`, or a bare name matching either).
 pub fn log(conn: &Connection, n: usize, scope: Option<&str>) -> Result<Vec<Record>, StorageError> {
@@ -28,7 +31,7 @@ pub fn log(conn: &Connection, n: usize, scope: Option<&str>) -> Result<Vec<Recor
         .map_err(tables::sql_err("read the log"))?;
     let first = scopes.first().cloned();
     let second = scopes.get(1).cloned();
-    let rows: Vec<(i64, String, String, i64, String, String, String, String)> = st
+    let rows: Vec<LogRow> = st
         .query_map(params![first, second, n.min(100_000) as i64], |r| {
             Ok((
                 r.get(0)?,
