@@ -32,6 +32,9 @@ use apply::Change;
 use entry::{validate_entry, Command, ConfigEntry, TAG_COMMAND, TAG_RAW};
 use tables::sql_err;
 
+/// A record and its body, as reads answer them.
+type ReadItem = (Record, Option<Vec<u8>>);
+
 /// One applied configuration entry, for `watch`.
 #[derive(Debug, Clone)]
 pub struct Applied {
@@ -182,10 +185,7 @@ impl StateMachine for ConfigMachine {
 
     fn read(&self, conn: &Connection, op: ReadOp) -> Result<ReadReply, (ExitCode, String)> {
         let internal = |e: rusqlite::Error| (ExitCode::General, format!("storage: {e}"));
-        let row = |seq: u64,
-                   index: i64,
-                   data: Vec<u8>|
-         -> Result<(Record, Option<Vec<u8>>), (ExitCode, String)> {
+        let row = |seq: u64, index: i64, data: Vec<u8>| -> Result<ReadItem, (ExitCode, String)> {
             let body = if data.first() == Some(&TAG_COMMAND) {
                 let json: Option<String> = conn
                     .query_row(
