@@ -27,7 +27,7 @@ fn failed(e: ClientError) -> (i32, String) {
 }
 
 /// `host:port` endpoints from a list like `http://a:9443,b:9443`.
-fn split_endpoints(s: &str) -> Vec<String> {
+pub(super) fn split_endpoints(s: &str) -> Vec<String> {
     s.split(',')
         .map(|e| e.trim())
         .map(|e| {
@@ -40,7 +40,7 @@ fn split_endpoints(s: &str) -> Vec<String> {
         .collect()
 }
 
-fn default_endpoints() -> Vec<String> {
+pub(super) fn default_endpoints() -> Vec<String> {
     for var in ["PACT_JOURNAL_ENDPOINTS", "PACT_ENDPOINT"] {
         if let Ok(v) = std::env::var(var) {
             let eps = split_endpoints(&v);

@@ -3,6 +3,7 @@
 //! journal); exit codes are those of the CLI seed's table, carried by the
 //! server's `err <code>` lines.
 
+pub mod config;
 pub mod journal;
 pub mod output;
 
@@ -27,6 +28,21 @@ Commands (local agent):
   service logs NAME [-n N] [-f]   the last N lines (default 50), -f to follow
   agent reload                    re-read the service declarations
   agent shutdown [--reboot]       ordered shutdown (power off, or reboot)
+
+Commands (configuration, against the journal):
+  apply SPEC.toml [-m MSG]        declare vCluster overlay changes (sysctl, files, mounts,
+                                  services, policy ...); checked locally first
+  commit --node N DELTA.toml [--ttl S] [-m MSG]
+                                  a node's committed delta (TTL 900..864000 s)
+  rollback SEQ [-m MSG]           restore the scope of entry SEQ to its state then
+  log [-n N] [--scope S]          configuration history (S: vcluster:X, node:N, or a name)
+  diff --committed [NODE]         committed node deltas not in their overlay
+  promote NODE [--dry-run] [--overwrite | --keep-local]
+                                  move a node's deltas into its vCluster's overlay
+  watch [--vcluster X]            live stream of entries
+  group list | show V | set-policy V POLICY.toml
+  node assign N V | unassign N | list [--vcluster V]
+  status NODE | --vcluster X      a node or vCluster as the journal sees it
 
 Commands (journal; -e/--endpoint HOST:PORT, or PACT_JOURNAL_ENDPOINTS / PACT_ENDPOINT):
   journal status                  the node's Raft state, peers, latency histograms
@@ -113,6 +129,9 @@ fn run(args: Vec<String>) -> CliResult {
         }
     }
     let words: Vec<&str> = rest.iter().map(String::as_str).collect();
+    if let Some(result) = config::run(&words, g.json, g.timeout) {
+        return result;
+    }
     match words.as_slice() {
         [] => Err(usage("no command given")),
         ["status"] => status(&g),
