@@ -110,6 +110,16 @@ impl Daemon {
                 )],
             );
         };
+        // A replica that has not applied what the agent already saw would
+        // hand it an older state: send it elsewhere (or back later).
+        let applied = self.sm.next_seq().saturating_sub(1);
+        if br.from > 0 && (self.sm.next_seq() == 0 || applied < br.from) {
+            let m = format!(
+                "retry later: this journal replica has applied up to seq {applied}, behind the agent's seq {}",
+                br.from
+            );
+            return self.answer(t, vec![err_line(ExitCode::Unreachable, &m)]);
+        }
         // The journal's assignment wins over what the agent believes.
         let vcluster = match tables::assignment(conn, &br.node) {
             Ok(Some(vc)) => vc,

@@ -1,0 +1,394 @@
+//! The configuration journal end to end: a 3-node `pact-journal`, two real
+//! agents booting from it, and the `pact` CLI as an admin uses it.
+//!
+//! - overlays applied with `pact apply` reach both agents, which change
+//!   only what changed; killing the leader mid-stream loses and duplicates
+//!   nothing (the agents' logs show every change sequence once, in order);
+//! - promote with and without conflicts;
+//! - TTL bounds and broken specs are rejected with nothing written.
+
+mod common;
+#[allow(dead_code)]
+mod journal_support;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::*;
+use journal_support::{Cluster, Options};
+
+const S: Duration = Duration::from_secs(1);
+
+/// Runs `pact ARGS` against every node of `c`.
+fn pact(c: &Cluster, args: &[&str]) -> Output {
+    let eps: Vec<String> = c.nodes.iter().map(|n| n.client.to_string()).collect();
+    Command::new(CLI)
+        .args(args)
+        .env("PACT_JOURNAL_ENDPOINTS", eps.join(","))
+        .env("PACT_PRINCIPAL", "alice@example.org")
+        .env("PACT_ROLE", "pact-platform-admin")
+        .env_remove("PACT_ENDPOINT")
+        .output()
+        .expect("run pact")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `pact ARGS` must succeed; its stdout.
+fn pact_ok(c: &Cluster, args: &[&str]) -> String {
+    let o = pact(c, args);
+    assert!(
+        o.status.success(),
+        "pact {args:?}: {}\n{}",
+        text(&o),
+        c.logs()
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A write that may meet an election: retried until it succeeds.
+fn pact_retry(c: &Cluster, args: &[&str], within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let o = pact(c, args);
+        if o.status.success() {
+            return String::from_utf8_lossy(&o.stdout).into_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pact {args:?} kept failing: {}\n{}",
+            text(&o),
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The last entry's sequence number, from `pact log --json -n 1`.
+fn last_seq(c: &Cluster) -> u64 {
+    let out = pact_ok(c, &["log", "--json", "-n", "1"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .and_then(|a| a.last())
+        .map_or(0, |e| e["seq"].as_u64().unwrap())
+}
+
+fn entry_count(c: &Cluster) -> usize {
+    let out = pact_ok(c, &["log", "--json", "-n", "1000"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v.as_array().unwrap().len()
+}
+
+fn write_spec(c: &Cluster, name: &str, body: &str) -> String {
+    let p = c.dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p.display().to_string()
+}
+
+/// Numbers after `prefix` on the agent's log lines, in order.
+fn numbers_after(log: &str, prefix: &str) -> Vec<u64> {
+    log.lines()
+        .filter_map(|l| l.split_once(prefix))
+        .filter_map(|(_, rest)| {
+            rest.split(|ch: char| !ch.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok())
+        })
+        .collect()
+}
+
+fn strictly_increasing(v: &[u64]) -> bool {
+    v.windows(2).all(|w| w[0] < w[1])
+}
+
+fn overlay(file: &std::path::Path, content: &str, extra: &str) -> String {
+    format!(
+        "[vcluster.ml.files]\n\"{}\" = {{ content = \"{content}\" }}\n\n\
+         [vcluster.ml.services.steady]\nbinary = \"{TESTSVC}\"\norder = 10\n\n{extra}",
+        file.display()
+    )
+}
+
+#[test]
+fn agents_converge_and_survive_a_leader_kill() {
+    if skip("agents_converge_and_survive_a_leader_kill") {
+        return;
+    }
+    let mut c = Cluster::start("config-converge", Options::default());
+    let leader = c.wait_leader(&[1, 2, 3], 20 * S);
+    let tag = std::process::id();
+    // Both agents run on this host: they write the same file, same content.
+    let files = [std::env::temp_dir().join(format!("pact-cc-{tag}.conf"))];
+    let spec = write_spec(&c, "v0.toml", &overlay(&files[0], "v0", ""));
+    pact_ok(&c, &["apply", &spec, "-m", "first overlay"]);
+    pact_ok(&c, &["node", "assign", "a1", "ml"]);
+    pact_ok(&c, &["node", "assign", "a2", "ml"]);
+    // Leader first: the agents stream from the node about to be killed.
+    let mut order = vec![leader];
+    order.extend([1u64, 2, 3].into_iter().filter(|&i| i != leader));
+    let eps: Vec<String> = order
+        .iter()
+        .map(|&i| format!("\"{}\"", c.node(i).client))
+        .collect();
+    let extra = format!(
+        "[agent.journal]\nendpoints = [{}]\nboot_wait_seconds = 10\n",
+        eps.join(", ")
+    );
+    let agents: Vec<Node> = ["a1", "a2"]
+        .iter()
+        .map(|n| Node::start_with(n, None, &extra, false))
+        .collect();
+    for a in &agents {
+        a.wait_state("steady", "running", 20 * S);
+        a.wait_for(10 * S, "the overlay's file", || {
+            std::fs::read_to_string(&files[0]).ok().as_deref() == Some("v0")
+        });
+    }
+    let steady_pids: Vec<String> = agents
+        .iter()
+        .map(|a| a.service_field("steady", "pid").unwrap())
+        .collect();
+
+    // A stream of changes; the leader dies in the middle of it.
+    const N: usize = 16;
+    for i in 1..=N {
+        let extra = if i >= N / 2 + 2 {
+            format!("[vcluster.ml.services.late]\nbinary = \"{TESTSVC}\"\norder = 20\n")
+        } else {
+            String::new()
+        };
+        let spec = write_spec(
+            &c,
+            &format!("v{i}.toml"),
+            &overlay(&files[0], &format!("v{i}"), &extra),
+        );
+        pact_retry(&c, &["apply", &spec, "-m", &format!("change {i}")], 30 * S);
+        if i == N / 2 {
+            c.kill9(leader);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let live: Vec<u64> = [1u64, 2, 3].into_iter().filter(|&i| i != leader).collect();
+    c.wait_leader(&live, 20 * S);
+    let final_seq = last_seq(&c);
+    let final_version: u64 = {
+        let out = pact_ok(&c, &["group", "list", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v[0]["version"].as_u64().unwrap()
+    };
+    for a in &agents {
+        a.wait_for(30 * S, "the last overlay version", || {
+            let st = a.call("status");
+            st.records[0].get("overlay_version") == Some(&final_version.to_string()[..])
+                && st.records[0].get("journal_seq") == Some(&final_seq.to_string()[..])
+        });
+        a.wait_state("late", "running", 20 * S);
+        assert_eq!(std::fs::read_to_string(&files[0]).unwrap(), format!("v{N}"));
+        let log = a.log();
+        // Nothing twice, nothing backwards: every overlay version and every
+        // change notice arrives once, in order, across the reconnect.
+        let versions = numbers_after(&log, "overlay ml v");
+        assert!(
+            strictly_increasing(&versions),
+            "{}: overlay versions {versions:?}",
+            a.name
+        );
+        assert_eq!(versions.last(), Some(&final_version));
+        let changes = numbers_after(&log, "change seq ");
+        eprintln!("{}: overlay versions {versions:?}, change seqs {changes:?}", a.name);
+        assert!(
+            strictly_increasing(&changes),
+            "{}: change seqs {changes:?}",
+            a.name
+        );
+        assert!(
+            log.contains("retrying in"),
+            "{}: never reconnected:\n{log}",
+            a.name
+        );
+    }
+    // Only what changed was touched: the steady service never restarted.
+    for (a, pid) in agents.iter().zip(&steady_pids) {
+        assert_eq!(
+            a.service_field("steady", "pid").as_ref(),
+            Some(pid),
+            "{}",
+            a.name
+        );
+        assert_eq!(a.service_field("steady", "restarts").as_deref(), Some("0"));
+    }
+    // The journal's view of the nodes.
+    let out = pact_ok(&c, &["status", "a1", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["vcluster"], "ml");
+    assert_eq!(v["overlay_version"].as_u64(), Some(final_version));
+    drop(agents);
+    for f in &files {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+#[test]
+fn promote_with_and_without_conflicts() {
+    if skip("promote_with_and_without_conflicts") {
+        return;
+    }
+    let c = Cluster::start("config-promote", Options::default());
+    c.wait_leader(&[1, 2, 3], 20 * S);
+    let base = write_spec(
+        &c,
+        "base.toml",
+        "[vcluster.ml.sysctl]\n\"vm.swappiness\" = \"10\"\n",
+    );
+    pact_ok(&c, &["apply", &base]);
+    for n in ["n1", "n2", "n3"] {
+        pact_ok(&c, &["node", "assign", n, "ml"]);
+    }
+    // No conflict: n1's delta alone.
+    let d1 = write_spec(
+        &c,
+        "d1.toml",
+        "[vcluster.ml.sysctl]\n\"vm.swappiness\" = \"30\"\n\"kernel.pid_max\" = \"99999\"\n",
+    );
+    pact_ok(&c, &["commit", "--node", "n1", &d1, "--ttl", "3600"]);
+    let dry = pact_ok(&c, &["promote", "n1", "--dry-run"]);
+    assert!(
+        dry.contains("[vcluster.ml.sysctl]") && dry.contains("\"vm.swappiness\" = \"30\""),
+        "{dry}"
+    );
+    pact_ok(&c, &["promote", "n1"]);
+    let show = pact_ok(&c, &["group", "show", "ml"]);
+    assert!(
+        show.contains("\"vm.swappiness\" = \"30\"") && show.contains("kernel.pid_max"),
+        "{show}"
+    );
+    let diff = pact_ok(&c, &["diff", "--committed", "--json"]);
+    assert_eq!(diff.trim(), "[]", "promoted deltas are superseded");
+
+    // Conflict: n2 holds a different local value for a key n1 promotes.
+    let d1b = write_spec(
+        &c,
+        "d1b.toml",
+        "[vcluster.ml.sysctl]\n\"vm.swappiness\" = \"40\"\n",
+    );
+    let d2 = write_spec(
+        &c,
+        "d2.toml",
+        "[vcluster.ml.sysctl]\n\"vm.swappiness\" = \"70\"\n",
+    );
+    pact_ok(&c, &["commit", "--node", "n1", &d1b]);
+    pact_ok(&c, &["commit", "--node", "n2", &d2]);
+    let before = entry_count(&c);
+    let dry = pact(&c, &["promote", "n1", "--dry-run"]);
+    assert_eq!(dry.status.code(), Some(4), "{}", text(&dry));
+    assert!(
+        String::from_utf8_lossy(&dry.stderr).contains("n2"),
+        "{}",
+        text(&dry)
+    );
+    let o = pact(&c, &["promote", "n1"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("promote conflict") && err.contains("n2") && err.contains("nothing applied"),
+        "{err}"
+    );
+    assert_eq!(
+        entry_count(&c),
+        before,
+        "a conflicting promote wrote nothing"
+    );
+    assert!(pact_ok(&c, &["group", "show", "ml"]).contains("\"vm.swappiness\" = \"30\""));
+
+    // Resolved by keeping n2's local value.
+    pact_ok(&c, &["promote", "n1", "--keep-local"]);
+    assert!(pact_ok(&c, &["group", "show", "ml"]).contains("\"vm.swappiness\" = \"40\""));
+    let diff = pact_ok(&c, &["diff", "--committed"]);
+    assert!(diff.contains("n2 kernel: vm.swappiness = 70"), "{diff}");
+    assert!(!diff.contains("n1 "), "{diff}");
+
+    // Resolved by overwriting: n2's delta goes, the overlay wins.
+    let d3 = write_spec(
+        &c,
+        "d3.toml",
+        "[vcluster.ml.sysctl]\n\"vm.swappiness\" = \"5\"\n",
+    );
+    pact_ok(&c, &["commit", "--node", "n3", &d3]);
+    pact_ok(&c, &["promote", "n3", "--overwrite"]);
+    assert!(pact_ok(&c, &["group", "show", "ml"]).contains("\"vm.swappiness\" = \"5\""));
+    assert_eq!(pact_ok(&c, &["diff", "--committed", "--json"]).trim(), "[]");
+    let log = pact_ok(&c, &["log", "-n", "3"]);
+    assert!(
+        log.contains("promote") && log.contains("alice@example.org"),
+        "{log}"
+    );
+}
+
+#[test]
+fn ttl_bounds_and_bad_specs_write_nothing() {
+    if skip("ttl_bounds_and_bad_specs_write_nothing") {
+        return;
+    }
+    let c = Cluster::start("config-ttl", Options::default());
+    c.wait_leader(&[1, 2, 3], 20 * S);
+    let base = write_spec(
+        &c,
+        "base.toml",
+        "[vcluster.ml.sysctl]\n\"vm.swappiness\" = \"10\"\n",
+    );
+    pact_ok(&c, &["apply", &base]);
+    pact_ok(&c, &["node", "assign", "n1", "ml"]);
+    let before = entry_count(&c);
+    let d = write_spec(
+        &c,
+        "d.toml",
+        "[vcluster.ml.sysctl]\n\"vm.swappiness\" = \"60\"\n",
+    );
+    for (ttl, msg) in [
+        ("899", "TTL must be >= 900 seconds (15 minutes)"),
+        ("864001", "TTL must be <= 864000 seconds (10 days)"),
+    ] {
+        let o = pact(&c, &["commit", "--node", "n1", &d, "--ttl", ttl]);
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(msg),
+            "{}",
+            text(&o)
+        );
+    }
+    // A spec with an unknown key: the error names file, line and key.
+    let bad = write_spec(
+        &c,
+        "bad.toml",
+        "[vcluster.ml.services.x]\nbinary = \"/bin/true\"\nrestrat = \"always\"\n",
+    );
+    let o = pact(&c, &["apply", &bad]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bad.toml:3") && err.contains("restrat"),
+        "{err}"
+    );
+    let broken = write_spec(&c, "broken.toml", "[vcluster.ml.sysctl\n");
+    let o = pact(&c, &["apply", &broken]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert_eq!(entry_count(&c), before, "rejected writes left no entry");
+    // The bounds themselves are accepted.
+    pact_ok(&c, &["commit", "--node", "n1", &d, "--ttl", "900"]);
+    pact_ok(&c, &["commit", "--node", "n1", &d, "--ttl", "864000"]);
+    assert_eq!(entry_count(&c), before + 2);
+    // Rollback restores the overlay as of an entry, as a new entry.
+    let seq = last_seq(&c);
+    pact_ok(&c, &["rollback", "0"]);
+    let log = pact_ok(&c, &["log", "--json", "-n", "1"]);
+    let v: serde_json::Value = serde_json::from_str(&log).unwrap();
+    assert_eq!(v[0]["type"], "Rollback");
+    assert_eq!(v[0]["seq"].as_u64(), Some(seq + 1));
+}
