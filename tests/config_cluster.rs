@@ -8,7 +8,6 @@
 //! - TTL bounds and broken specs are rejected with nothing written.
 
 mod common;
-#[allow(dead_code)]
 mod journal_support;
 
 use std::process::{Command, Output};
@@ -202,7 +201,10 @@ fn agents_converge_and_survive_a_leader_kill() {
         );
         assert_eq!(versions.last(), Some(&final_version));
         let changes = numbers_after(&log, "change seq ");
-        eprintln!("{}: overlay versions {versions:?}, change seqs {changes:?}", a.name);
+        eprintln!(
+            "{}: overlay versions {versions:?}, change seqs {changes:?}",
+            a.name
+        );
         assert!(
             strictly_increasing(&changes),
             "{}: change seqs {changes:?}",
