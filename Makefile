@@ -1,5 +1,5 @@
 # pact — see README.md. The two commands that matter:
-#   make run    the agent locally, supervising the example services
+#   make run    a one-node journal and an agent booting from it
 #   make test   everything CI checks (installs what it needs first)
 
 CARGO      ?= cargo

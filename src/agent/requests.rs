@@ -395,7 +395,13 @@ impl Agent {
             );
         }
         rec.push("boot_phase", self.boot.current());
-        for (phase, at) in &self.boot.completed {
+        // Ready's own timing is `ready_ms` above (when the node said so).
+        for (phase, at) in self
+            .boot
+            .completed
+            .iter()
+            .filter(|(p, _)| *p != Phase::Ready)
+        {
             rec.push(
                 &format!("{}_ms", phase.as_str()),
                 format!("{:.1}", at.as_secs_f64() * 1000.0),

@@ -341,7 +341,7 @@ fn diff(o: &Opts<'_>, timeout: Duration) -> CliResult {
                 g("key")
                     .split_once('.')
                     .map_or(g("key"), |(_, k)| k.to_string()),
-                g("value"),
+                one_line(&g("value"), 72),
                 g("action").to_lowercase(),
                 g("commits"),
                 g("committed")
@@ -349,6 +349,17 @@ fn diff(o: &Opts<'_>, timeout: Duration) -> CliResult {
         }
     }
     Ok(0)
+}
+
+/// A value on one line of at most `max` characters (multi-line file
+/// contents included); the whole value is in `--json`.
+fn one_line(v: &str, max: usize) -> String {
+    let flat = v.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max {
+        return flat;
+    }
+    let cut: String = flat.chars().take(max.saturating_sub(1)).collect();
+    format!("{cut}…")
 }
 
 fn promote(o: &Opts<'_>, timeout: Duration) -> CliResult {
