@@ -112,7 +112,8 @@ impl Default for RaftSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamingSection {
-    /// Used by the boot-streaming issue.
+    /// Boot streams (and the subscriptions they become) one node serves at
+    /// once; more get `err 5 retry later`.
     pub max_concurrent_boot_streams: u64,
 }
 
@@ -132,6 +133,9 @@ pub struct ClientsSection {
     /// Largest `append` body.
     pub max_body: SizeValue,
     pub max_connections: usize,
+    /// Pending connections the kernel queues before `accept` (a boot storm
+    /// connects thousands at once); capped by `net.core.somaxconn`.
+    pub listen_backlog: u32,
     pub idle_timeout_seconds: u64,
     /// A write not committed by then is answered `err 5 indeterminate`.
     pub request_timeout_ms: u64,
@@ -149,6 +153,7 @@ impl Default for ClientsSection {
             max_body: SizeValue(16 << 20),
             // Room for max_concurrent_boot_streams agents plus admins.
             max_connections: 20_000,
+            listen_backlog: 4096,
             idle_timeout_seconds: 300,
             request_timeout_ms: 5000,
             max_range: 10_000,

@@ -133,12 +133,14 @@ impl Daemon {
         let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
         let mut raft_listener = TcpListener::bind(settings.raft_listen)
             .map_err(|e| format!("cannot listen for peers on {}: {e}", settings.raft_listen))?;
-        let mut client_listener = TcpListener::bind(settings.client_listen).map_err(|e| {
-            format!(
-                "cannot listen for clients on {}: {e}",
-                settings.client_listen
-            )
-        })?;
+        let mut client_listener =
+            crate::util::net::tcp_listener(settings.client_listen, settings.clients.listen_backlog)
+                .map_err(|e| {
+                    format!(
+                        "cannot listen for clients on {}: {e}",
+                        settings.client_listen
+                    )
+                })?;
         poll.registry()
             .register(&mut raft_listener, RAFT_LISTENER, mio::Interest::READABLE)
             .map_err(|e| e.to_string())?;

@@ -92,7 +92,11 @@ impl Daemon {
             Ok(b) => b,
             Err(m) => return self.answer(t, vec![err_line(ExitCode::Invalid, &m)]),
         };
-        self.forget_closed_streams();
+        // Closed streams are forgotten lazily (here only when the count
+        // matters: a sweep per boot would make a storm quadratic).
+        if self.streams.subs.len() >= self.streams.max_boot {
+            self.forget_closed_streams();
+        }
         if self.streams.subs.len() >= self.streams.max_boot {
             let m = format!(
                 "retry later: {} boot streams in progress on this journal node (max_concurrent_boot_streams = {})",
@@ -189,27 +193,32 @@ impl Daemon {
         let Some(conn) = self.storage.as_ref().map(|s| s.conn()) else {
             return;
         };
-        let overlay = tables::overlay(conn, &sub.vcluster).ok().flatten();
-        let version = overlay.as_ref().map_or(0, |o| o.version);
+        let head = tables::overlay_head(conn, &sub.vcluster).ok().flatten();
+        let version = head.as_ref().map_or(0, |h| h.0);
         if version != sub.version || (boot && sub.version == 0) {
-            let wire = match (self.streams.overlays.get(&sub.vcluster), &overlay) {
-                (Some((v, wire)), _) if *v == version => wire.clone(),
-                (_, Some(o)) => {
-                    let compressed = zstd::bulk::compress(o.toml.as_bytes(), 3).unwrap_or_default();
-                    let wire: Arc<[u8]> = encode_overlay(
-                        &sub.vcluster,
-                        version,
-                        &o.checksum,
-                        o.toml.len(),
-                        &compressed,
-                    )
-                    .into();
+            let cached = self
+                .streams
+                .overlays
+                .get(&sub.vcluster)
+                .filter(|(v, _)| *v == version)
+                .map(|(_, wire)| wire.clone());
+            let text = match (&cached, &head) {
+                (None, Some(_)) => tables::overlay_text(conn, &sub.vcluster).ok().flatten(),
+                _ => None,
+            };
+            let wire = match (cached, head, text) {
+                (Some(wire), _, _) => wire,
+                (None, Some((_, checksum)), Some(toml)) => {
+                    let compressed = zstd::bulk::compress(toml.as_bytes(), 3).unwrap_or_default();
+                    let wire: Arc<[u8]> =
+                        encode_overlay(&sub.vcluster, version, &checksum, toml.len(), &compressed)
+                            .into();
                     self.streams
                         .overlays
                         .insert(sub.vcluster.clone(), (version, wire.clone()));
                     wire
                 }
-                (_, None) => {
+                _ => {
                     let empty = crate::util::sha256::sha256_hex(b"");
                     let compressed = zstd::bulk::compress(b"", 3).unwrap_or_default();
                     encode_overlay(&sub.vcluster, 0, &empty, 0, &compressed).into()

@@ -48,6 +48,29 @@ pub fn overlay(conn: &Connection, vcluster: &str) -> Result<Option<OverlayRow>, 
     }
 }
 
+/// An overlay's version and checksum, without reading or parsing its TOML
+/// (what a boot stream checks against its cached wire form).
+pub fn overlay_head(
+    conn: &Connection,
+    vcluster: &str,
+) -> Result<Option<(u64, String)>, StorageError> {
+    conn.prepare_cached("SELECT version, checksum FROM overlays WHERE vcluster = ?1")
+        .and_then(|mut st| {
+            st.query_row(params![vcluster], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })
+            .optional()
+        })
+        .map_err(sql_err("read an overlay"))
+}
+
+/// An overlay's canonical TOML as stored (not parsed).
+pub fn overlay_text(conn: &Connection, vcluster: &str) -> Result<Option<String>, StorageError> {
+    conn.prepare_cached("SELECT toml FROM overlays WHERE vcluster = ?1")
+        .and_then(|mut st| st.query_row(params![vcluster], |r| r.get(0)).optional())
+        .map_err(sql_err("read an overlay"))
+}
+
 /// Store a new overlay version (and its history row).
 pub fn put_overlay(
     conn: &Connection,
