@@ -348,6 +348,15 @@ fn ttl_bounds_and_bad_specs_write_nothing() {
     pact_ok(&c, &["apply", &base]);
     pact_ok(&c, &["node", "assign", "n1", "ml"]);
     let before = entry_count(&c);
+    // Applying what is already declared writes nothing.
+    let again = pact_ok(&c, &["apply", &base]);
+    assert!(again.contains("nothing written"), "{again}");
+    // A mistyped option is refused, not ignored.
+    let o = pact(&c, &["promote", "n1", "--dryrun"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown option --dryrun"));
+    let o = pact(&c, &["status", "no-such-node", "--json"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     let d = write_spec(
         &c,
         "d.toml",

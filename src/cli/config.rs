@@ -147,6 +147,34 @@ pub fn run(args: &[&str], json: bool, timeout: Duration) -> Option<CliResult> {
         Ok(o) => o,
         Err(e) => return Some(Err(e)),
     };
+    // A mistyped option must not turn `promote --dryrun` into a promote.
+    let allowed: &[&str] = match cmd {
+        "apply" | "rollback" | "group" => &["-m", "--message"],
+        "commit" => &["-m", "--message", "--node", "--ttl"],
+        "log" => &["-n", "--scope"],
+        "diff" => &["--committed"],
+        "promote" => &[
+            "-m",
+            "--message",
+            "--dry-run",
+            "--overwrite",
+            "--keep-local",
+        ],
+        "watch" | "node" | "status" => &["--vcluster"],
+        _ => &[],
+    };
+    let given = o
+        .flags
+        .iter()
+        .copied()
+        .chain(o.values.iter().map(|(k, _)| *k));
+    let given: Vec<&str> = given.chain(o.message.as_ref().map(|_| "-m")).collect();
+    if let Some(bad) = given.iter().find(|f| !allowed.contains(f)) {
+        return Some(Err(usage(format!("{cmd}: unknown option {bad}"))));
+    }
+    if let Some(bad) = o.rest.iter().find(|a| a.starts_with('-') && a.len() > 1) {
+        return Some(Err(usage(format!("{cmd}: unknown option {bad}"))));
+    }
     Some(match (cmd, sub) {
         ("apply", _) => apply(&o, timeout),
         ("commit", _) => commit(&o, timeout),
@@ -198,7 +226,13 @@ fn apply(o: &Opts<'_>, timeout: Duration) -> CliResult {
             .write(&line(&words), Some(body.as_bytes()))
             .map_err(failed)?;
         let f = ok_fields(&r);
-        if !o.json {
+        if !o.json && f.get("unchanged") == Some("true") {
+            println!(
+                "vcluster {} already declares all of this: nothing written (overlay version {}).",
+                spec.vcluster,
+                f.get("version").unwrap_or("?")
+            );
+        } else if !o.json {
             println!(
                 "Applied to vcluster {} ({} change(s)). Overlay version {}.",
                 spec.vcluster,
@@ -585,6 +619,12 @@ fn node_list(o: &Opts<'_>, timeout: Duration, node: Option<&str>) -> CliResult {
         words.push(format!("vcluster={v}"));
     }
     let r = read(o, timeout, &words)?;
+    if let (Some(n), None) = (node, r.records.first()) {
+        return Err((
+            ExitCode::Invalid as i32,
+            format!("node {n} is unknown to the journal"),
+        ));
+    }
     if o.json {
         match node {
             Some(_) => println!(

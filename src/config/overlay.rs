@@ -313,9 +313,14 @@ pub fn parse_spec(src: &Source) -> Result<Vec<OverlaySpec>, ConfigError> {
         set.packages = s.packages;
         if let Some(services) = s.services {
             // Validate exactly as the agent will, with the original spans.
+            // Users, groups and binaries belong to the nodes that run the
+            // services, and dependencies may be declared by the overlay
+            // this fragment joins: checked by the agent and once merged.
             let check = CheckEnv {
-                etc: std::path::PathBuf::from("/nonexistent"),
+                etc: std::path::PathBuf::from("/etc"),
                 check_binaries: false,
+                check_users: false,
+                partial: true,
             };
             ServiceSet::parse(src, Some(&name), &check)?;
             set.services = service_tables(services);

@@ -290,6 +290,12 @@ pub struct CheckEnv {
     pub etc: PathBuf,
     /// Check that binaries exist and are executable.
     pub check_binaries: bool,
+    /// Resolve `user`/`group` in `etc` (false where the file is checked
+    /// away from the node that runs it: the CLI and the journal).
+    pub check_users: bool,
+    /// The file is a fragment merged into an overlay that may declare the
+    /// services it depends on: unknown `depends_on` names are not errors.
+    pub partial: bool,
 }
 
 impl Default for CheckEnv {
@@ -297,6 +303,8 @@ impl Default for CheckEnv {
         CheckEnv {
             etc: PathBuf::from("/etc"),
             check_binaries: true,
+            check_users: true,
+            partial: false,
         }
     }
 }
@@ -367,7 +375,7 @@ impl ServiceSet {
         // Every dependency must be declared.
         for (spec, decl) in specs.iter().zip(services.values()) {
             for dep in &spec.depends_on {
-                if !services.contains_key(dep) {
+                if !services.contains_key(dep) && !env.partial {
                     return Err(src.error(
                         decl.get_ref().depends_on.as_ref().map(|d| d.span()),
                         &format!("vcluster.{vc_name}.services.{}.depends_on", spec.name),
@@ -382,6 +390,14 @@ impl ServiceSet {
                     ));
                 }
             }
+        }
+        if env.partial {
+            // Dependencies may live in the overlay this fragment joins: the
+            // order is checked once merged.
+            return Ok(ServiceSet {
+                vcluster: vc_name.clone(),
+                services: specs,
+            });
         }
         let order = start_sequence(&specs).map_err(|cycle| {
             let first = &cycle[0];
@@ -498,6 +514,7 @@ fn check_service(
 
     let user = match &d.user {
         None => None,
+        Some(_) if !env.check_users => None,
         Some(u) => Some(lookup_user(u.get_ref(), &env.etc).ok_or_else(|| {
             src.error(
                 Some(u.span()),
@@ -508,6 +525,7 @@ fn check_service(
     };
     let user = match (&d.group, user) {
         (None, u) => u,
+        (Some(_), u) if !env.check_users => u,
         (Some(g), u) => {
             let gid = lookup_group(g.get_ref(), &env.etc).ok_or_else(|| {
                 src.error(

@@ -286,3 +286,19 @@ binary = "/bin/true"
     let e = parse("[[vcluster.v.services]]\nname = \"a\"\nbinary = \"/bin/true\"\ncgroup_memory_max = \"1Q\"\n").unwrap_err();
     assert_eq!(e.line, Some(4), "{e}");
 }
+
+#[test]
+fn fragments_skip_users_and_foreign_dependencies() {
+    let text = "[vcluster.v.services.a]\nbinary = \"/bin/true\"\nuser = \"no-such-user-here\"\ndepends_on = [\"elsewhere\"]\n";
+    let src = Source::from_str("frag.toml", text);
+    // The node itself resolves users and requires every dependency.
+    let e = ServiceSet::parse(&src, None, &env()).unwrap_err();
+    assert!(e.to_string().contains("unknown user"), "{e}");
+    let lenient = CheckEnv {
+        check_users: false,
+        partial: true,
+        ..CheckEnv::default()
+    };
+    let set = ServiceSet::parse(&src, None, &lenient).unwrap();
+    assert_eq!(set.services.len(), 1);
+}

@@ -59,6 +59,11 @@ fn redirect_target(message: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// How long reads and writes keep trying when no endpoint accepts a
+/// connection at all (a restart or an election is over well within it; a
+/// journal that is down should not hold an admin for the whole timeout).
+const UNREACHABLE_GRACE: Duration = Duration::from_secs(10);
+
 fn connect(addr: &str, timeout: Duration) -> io::Result<Client<TcpStream>> {
     let sa = addr
         .to_socket_addrs()?
@@ -140,10 +145,11 @@ impl JournalClient {
     /// a request whose fate is unknown.
     pub fn write(&mut self, line: &str, body: Option<&[u8]>) -> Result<Response, ClientError> {
         let deadline = Instant::now() + self.timeout;
+        let unreachable_deadline = Instant::now() + self.timeout.min(UNREACHABLE_GRACE);
         let mut prefer: Option<String> = None;
         loop {
             if let Err(e) = self.ensure_connected(prefer.take()) {
-                if Instant::now() >= deadline {
+                if Instant::now() >= unreachable_deadline {
                     return Err(e);
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -188,7 +194,15 @@ impl JournalClient {
     /// A read: retried on any failure until the deadline.
     pub fn read(&mut self, line: &str) -> Result<Response, ClientError> {
         let deadline = Instant::now() + self.timeout;
+        let unreachable_deadline = Instant::now() + self.timeout.min(UNREACHABLE_GRACE);
         loop {
+            if let Err(e) = self.ensure_connected(None) {
+                if Instant::now() >= unreachable_deadline {
+                    return Err(e);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
             let err = match self.call(line, None) {
                 Ok(resp) => match &resp.outcome {
                     Outcome::Ok(_) => return Ok(resp),

@@ -74,6 +74,12 @@ impl Daemon {
             }
             _ => return self.config_read(t, req, &words),
         };
+        if let Ok(Command::ApplyOverlay { entry, spec }) = &write {
+            if let Some(rec) = self.unchanged_apply(entry, spec) {
+                self.answer(t, vec![ok_line(&rec)]);
+                return true;
+            }
+        }
         match write {
             Ok(cmd) => self.propose_command(t, cmd, now),
             Err((code, msg)) => self.answer(t, vec![err_line(code, &msg)]),
@@ -104,6 +110,32 @@ impl Daemon {
                 self.answer(t, vec![line]);
             }
         }
+    }
+
+    /// An apply that changes nothing is answered by the leader without an
+    /// entry (and without pushing an identical overlay to every agent).
+    /// Only the leader decides: its replica has every committed apply.
+    fn unchanged_apply(&self, entry: &ConfigEntry, spec: &str) -> Option<Record> {
+        if !self.node.as_ref().is_some_and(|n| n.is_leader()) {
+            return None;
+        }
+        let Scope::VCluster(vc) = &entry.scope else {
+            return None;
+        };
+        let conn = self.storage.as_ref()?.conn();
+        let row = tables::overlay(conn, vc).ok().flatten()?;
+        let specs = parse_spec(&Source::from_str("spec", spec)).ok()?;
+        let mut merged = row.overlay.clone();
+        for s in &specs {
+            merged.merge(s);
+        }
+        (merged == row.overlay).then(|| {
+            Record::new()
+                .field("vcluster", vc)
+                .field("version", row.version)
+                .field("changes", 0)
+                .field("unchanged", "true")
+        })
     }
 
     fn cmd_apply(&self, req: &Request) -> Result<Command, (ExitCode, String)> {

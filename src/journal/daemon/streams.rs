@@ -52,6 +52,8 @@ pub struct Streams {
     /// vCluster → (version, the overlay records and bodies on the wire).
     overlays: HashMap<String, (u64, Arc<[u8]>)>,
     next_hb_ms: Option<u64>,
+    /// Wall-clock ms up to which expired node deltas were pushed.
+    expiry_checked_ms: u64,
 }
 
 impl Streams {
@@ -62,6 +64,7 @@ impl Streams {
             max_boot,
             overlays: HashMap::new(),
             next_hb_ms: None,
+            expiry_checked_ms: wall_ms(),
         }
     }
 
@@ -373,6 +376,7 @@ impl Daemon {
             return;
         }
         self.forget_closed_streams();
+        self.push_expired_deltas();
         let line = format!("hb={}\n", wall_ms());
         let tokens: Vec<Token> = self
             .streams
@@ -388,6 +392,36 @@ impl Daemon {
         self.streams.next_hb_ms = (!self.streams.subs.is_empty()
             || !self.streams.watches.is_empty())
         .then_some(now + HEARTBEAT_MS);
+    }
+
+    /// Deltas whose TTL ran out since the last check: their subscribed
+    /// nodes get the delta's removal (the tables drop them lazily; the
+    /// nodes must not keep applying them). Checked with the heartbeats.
+    fn push_expired_deltas(&mut self) {
+        let now = wall_ms();
+        let since = std::mem::replace(&mut self.streams.expiry_checked_ms, now);
+        let Some(conn) = self.storage.as_ref().map(|s| s.conn()) else {
+            return;
+        };
+        let nodes = match tables::deltas_expired_between(conn, since, now) {
+            Ok(n) if !n.is_empty() => n,
+            Ok(_) => return,
+            Err(e) => return log::warn!(target: "journal::streams", "expired deltas: {e}"),
+        };
+        let tokens: Vec<Token> = self
+            .streams
+            .subs
+            .iter()
+            .filter(|(_, s)| nodes.contains(&s.node))
+            .map(|(t, _)| *t)
+            .collect();
+        for t in tokens {
+            if let Some(mut sub) = self.streams.subs.get(&t).cloned() {
+                log::info!(target: "journal::streams", "node {}: committed delta expired", sub.node);
+                self.send_state(t, &mut sub, false);
+                self.streams.subs.insert(t, sub);
+            }
+        }
     }
 
     fn forget_closed_streams(&mut self) {

@@ -9,6 +9,7 @@ use super::delta::{conflicts, diff, drop_keys, state_delta, superseded};
 use super::entry::{Command, ConfigEntry, EntryType, Resolution, Scope};
 use super::tables::{self, DeltaRow};
 use crate::config::overlay::{parse_spec, Overlay, OverlaySpec, Policy};
+use crate::config::services::{CheckEnv, ServiceSet};
 use crate::config::Source;
 use crate::journal::storage::StorageError;
 use crate::proto::{ExitCode, Record};
@@ -100,6 +101,28 @@ fn drop_superseded(
     Ok(())
 }
 
+/// The services of an overlay once a change is merged: dependencies
+/// declared and free of cycles (what every agent would refuse otherwise).
+/// Users and binaries are the nodes' business.
+fn check_merged(vc: &str, overlay: &Overlay) -> Result<(), String> {
+    if overlay.services.is_empty() {
+        return Ok(());
+    }
+    let env = CheckEnv {
+        etc: std::path::PathBuf::from("/etc"),
+        check_binaries: false,
+        check_users: false,
+        partial: false,
+    };
+    ServiceSet::parse(
+        &Source::from_str(&format!("vcluster {vc} once merged"), &overlay.to_toml(vc)),
+        Some(vc),
+        &env,
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
 fn overlay_of(tx: &Transaction<'_>, vc: &str) -> Result<Overlay, StorageError> {
     Ok(tables::overlay(tx, vc)?
         .map(|r| r.overlay)
@@ -142,6 +165,9 @@ pub fn apply(tx: &Transaction<'_>, seq: u64, cmd: &mut Command) -> Result<Outcom
             let old = overlay_of(tx, &vc)?;
             let mut new = old.clone();
             new.merge(&spec);
+            if let Err(m) = check_merged(&vc, &new) {
+                return refuse(ExitCode::Invalid, m);
+            }
             let sd = diff(&old, &new);
             let n = sd.len();
             entry.entry_type = EntryType::Commit;
@@ -212,6 +238,15 @@ pub fn apply(tx: &Transaction<'_>, seq: u64, cmd: &mut Command) -> Result<Outcom
                 if !d.removed.contains(k) {
                     d.removed.push(k.clone());
                 }
+            }
+            let mut merged = base.clone();
+            merged.merge(&OverlaySpec {
+                vcluster: vc.clone(),
+                set: d.delta.clone(),
+                remove: d.removed.clone(),
+            });
+            if let Err(m) = check_merged(&vc, &merged) {
+                return refuse(ExitCode::Invalid, format!("node {node}: {m}"));
             }
             d.version = seq;
             d.commits.push(seq);
@@ -372,9 +407,11 @@ fn rollback(
                 delta,
                 removed,
                 version: seq,
+                // The delta keeps the expiry it has (a rollback is not a
+                // reason to make a temporary change permanent).
+                expires_ms: current.as_ref().and_then(|c| c.expires_ms),
                 commits: current.map(|c| c.commits).unwrap_or_default(),
                 committed_ms: entry.timestamp,
-                expires_ms: None,
             };
             tables::put_delta(tx, &d, seq)?;
             let rec = Record::new()

@@ -93,6 +93,17 @@ pub fn put_overlay(
     conn.prepare_cached("INSERT INTO overlay_versions (vcluster, seq, toml) VALUES (?1, ?2, ?3)")
         .and_then(|mut st| st.execute(params![vcluster, seq as i64, toml]))
         .map_err(sql_err("write an overlay version"))?;
+    // The policies table follows the overlay's policy (J6: one per
+    // vCluster), whichever operation changed it: apply, set-policy, promote
+    // or rollback.
+    match &overlay.policy {
+        Some(p) => put_policy(conn, vcluster, &toml::to_string(p).unwrap_or_default(), seq)?,
+        None => {
+            conn.prepare_cached("DELETE FROM policies WHERE vcluster = ?1")
+                .and_then(|mut st| st.execute(params![vcluster]))
+                .map_err(sql_err("drop a policy"))?;
+        }
+    }
     Ok(OverlayRow {
         vcluster: vcluster.to_string(),
         overlay: overlay.clone(),
@@ -225,6 +236,20 @@ pub fn delta(conn: &Connection, node: &str) -> Result<Option<DeltaRow>, StorageE
         .and_then(|mut st| st.query_row(params![node], delta_row).optional())
         .map_err(sql_err("read a node delta"))?;
     row.map(delta_from).transpose()
+}
+
+/// Nodes whose delta expires in `(after_ms, until_ms]`.
+pub fn deltas_expired_between(
+    conn: &Connection,
+    after_ms: u64,
+    until_ms: u64,
+) -> Result<std::collections::HashSet<String>, StorageError> {
+    let mut st = conn
+        .prepare_cached("SELECT node FROM node_deltas WHERE expires_ms > ?1 AND expires_ms <= ?2")
+        .map_err(sql_err("read expired deltas"))?;
+    st.query_map(params![after_ms as i64, until_ms as i64], |r| r.get(0))
+        .and_then(Iterator::collect)
+        .map_err(sql_err("read expired deltas"))
 }
 
 /// Deltas of a vCluster's nodes (or of every node).

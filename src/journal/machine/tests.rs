@@ -548,3 +548,75 @@ fn replaying_from_scratch_or_any_snapshot_gives_identical_tables() {
         );
     }
 }
+
+#[test]
+fn services_are_checked_once_merged_not_per_fragment() {
+    let mut db = Db::new();
+    db.apply_spec(
+        "ml",
+        "[vcluster.ml.services.base]\nbinary = \"/usr/sbin/base\"\n",
+    );
+    // A later fragment may depend on a service the overlay already has, and
+    // name users that only the nodes know.
+    let r = db.apply_spec(
+        "ml",
+        "[vcluster.ml.services.top]\nbinary = \"/usr/sbin/top\"\nuser = \"svc-user-only-on-nodes\"\ndepends_on = [\"base\"]\n",
+    );
+    assert_eq!(r.get("changes"), Some("1"));
+    // A dependency declared nowhere, or a cycle through the overlay, is not.
+    let (code, m) = db.refused(Command::ApplyOverlay {
+        entry: entry(Scope::VCluster("ml".into())),
+        spec: "[vcluster.ml.services.x]\nbinary = \"/x\"\ndepends_on = [\"ghost\"]\n".into(),
+    });
+    assert_eq!(code, ExitCode::Invalid);
+    assert!(m.contains("unknown service \"ghost\""), "{m}");
+    let (_, m) = db.refused(Command::ApplyOverlay {
+        entry: entry(Scope::VCluster("ml".into())),
+        spec: "[vcluster.ml.services.base]\nbinary = \"/usr/sbin/base\"\ndepends_on = [\"top\"]\n"
+            .into(),
+    });
+    assert!(m.contains("dependency cycle"), "{m}");
+    // Nothing was written by the refusals: the overlay is as before.
+    let o = tables::overlay(&db.conn, "ml").unwrap().unwrap();
+    assert_eq!(o.overlay.services.len(), 2);
+    assert_eq!(o.version, 1);
+    // A node delta is checked against its overlay the same way.
+    db.assign("n1", "ml");
+    let out = db.node_delta(
+        "n1",
+        "[vcluster.ml.services.extra]\nbinary = \"/e\"\ndepends_on = [\"nope\"]\n",
+        None,
+    );
+    match out {
+        ApplyOutcome::Rejected(_, m) => {
+            assert!(m.starts_with("node n1: ") && m.contains("nope"), "{m}")
+        }
+        ApplyOutcome::Applied(r) => panic!("accepted: {}", r.to_line()),
+    }
+}
+
+#[test]
+fn expiring_deltas_are_found_by_window() {
+    let mut db = Db::new();
+    db.apply_spec("ml", "[vcluster.ml.sysctl]\n\"vm.a\" = \"1\"\n");
+    db.assign("n1", "ml");
+    db.assign("n2", "ml");
+    let spec = "[vcluster.ml.sysctl]\n\"vm.a\" = \"2\"\n";
+    assert!(matches!(
+        db.node_delta("n1", spec, Some(900)),
+        ApplyOutcome::Applied(_)
+    ));
+    assert!(matches!(
+        db.node_delta("n2", spec, None),
+        ApplyOutcome::Applied(_)
+    ));
+    // Entries are stamped at 1_000_000 ms: n1 expires at 1_900_000.
+    let found = |a, b| tables::deltas_expired_between(&db.conn, a, b).unwrap();
+    assert!(found(1_000_000, 1_899_999).is_empty());
+    let hit = found(1_899_999, 1_900_000);
+    assert!(hit.contains("n1") && hit.len() == 1, "{hit:?}");
+    assert!(
+        found(1_900_000, u64::MAX >> 2).is_empty(),
+        "each expiry is reported once"
+    );
+}
