@@ -104,10 +104,19 @@ fn drop_superseded(
 /// The services of an overlay once a change is merged: dependencies
 /// declared and free of cycles (what every agent would refuse otherwise).
 /// Users and binaries are the nodes' business.
+fn spec_touches_services(spec: &OverlaySpec) -> bool {
+    !spec.set.services.is_empty() || spec.remove.iter().any(|k| k.starts_with("services."))
+}
+
 fn check_merged(vc: &str, overlay: &Overlay) -> Result<(), String> {
     if overlay.services.is_empty() {
         return Ok(());
     }
+    // Only the services matter here: the rest can be large (files).
+    let services = Overlay {
+        services: overlay.services.clone(),
+        ..Overlay::default()
+    };
     let env = CheckEnv {
         etc: std::path::PathBuf::from("/etc"),
         check_binaries: false,
@@ -115,7 +124,7 @@ fn check_merged(vc: &str, overlay: &Overlay) -> Result<(), String> {
         partial: false,
     };
     ServiceSet::parse(
-        &Source::from_str(&format!("vcluster {vc} once merged"), &overlay.to_toml(vc)),
+        &Source::from_str(&format!("vcluster {vc} once merged"), &services.to_toml(vc)),
         Some(vc),
         &env,
     )
@@ -165,8 +174,10 @@ pub fn apply(tx: &Transaction<'_>, seq: u64, cmd: &mut Command) -> Result<Outcom
             let old = overlay_of(tx, &vc)?;
             let mut new = old.clone();
             new.merge(&spec);
-            if let Err(m) = check_merged(&vc, &new) {
-                return refuse(ExitCode::Invalid, m);
+            if spec_touches_services(&spec) {
+                if let Err(m) = check_merged(&vc, &new) {
+                    return refuse(ExitCode::Invalid, m);
+                }
             }
             let sd = diff(&old, &new);
             let n = sd.len();
@@ -239,14 +250,16 @@ pub fn apply(tx: &Transaction<'_>, seq: u64, cmd: &mut Command) -> Result<Outcom
                     d.removed.push(k.clone());
                 }
             }
-            let mut merged = base.clone();
-            merged.merge(&OverlaySpec {
-                vcluster: vc.clone(),
-                set: d.delta.clone(),
-                remove: d.removed.clone(),
-            });
-            if let Err(m) = check_merged(&vc, &merged) {
-                return refuse(ExitCode::Invalid, format!("node {node}: {m}"));
+            if spec_touches_services(&spec) {
+                let mut merged = base.clone();
+                merged.merge(&OverlaySpec {
+                    vcluster: vc.clone(),
+                    set: d.delta.clone(),
+                    remove: d.removed.clone(),
+                });
+                if let Err(m) = check_merged(&vc, &merged) {
+                    return refuse(ExitCode::Invalid, format!("node {node}: {m}"));
+                }
             }
             d.version = seq;
             d.commits.push(seq);
