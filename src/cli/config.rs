@@ -267,36 +267,21 @@ fn commit(o: &Opts<'_>, timeout: Duration) -> CliResult {
     if let Some(ttl) = o.value("--ttl") {
         words.push(format!("ttl={ttl}"));
     }
-    words.extend(author_words(o));
-    let r = client(o, timeout)
-        .write(&line(&words), Some(text.as_bytes()))
-        .map_err(failed)?;
-    let f = ok_fields(&r);
-    if o.json {
-        println!("{}", output::json_object(&f));
-    } else {
+    write_report(o, timeout, words, Some(text.as_bytes()), |f| {
         println!(
             "Committed {} change(s) on node {node} (seq {}).",
             f.get("changes").unwrap_or("?"),
             f.get("seq").unwrap_or("?")
-        );
-    }
-    Ok(0)
+        )
+    })
 }
 
 fn rollback(o: &Opts<'_>, timeout: Duration) -> CliResult {
     let [seq] = o.rest[..] else {
         return Err(usage("pact rollback <seq>"));
     };
-    let mut words = vec!["rollback".to_string(), seq.to_string()];
-    words.extend(author_words(o));
-    let r = client(o, timeout)
-        .write(&line(&words), None)
-        .map_err(failed)?;
-    let f = ok_fields(&r);
-    if o.json {
-        println!("{}", output::json_object(&f));
-    } else {
+    let words = vec!["rollback".to_string(), seq.to_string()];
+    write_report(o, timeout, words, None, |f| {
         let what = f
             .get("vcluster")
             .map(|v| format!("vcluster {v}"))
@@ -305,7 +290,27 @@ fn rollback(o: &Opts<'_>, timeout: Duration) -> CliResult {
             "Rolled back {} to its state at {seq} (entry {}).",
             what.unwrap_or_default(),
             f.get("seq").unwrap_or("?")
-        );
+        )
+    })
+}
+
+/// A write with its author; prints the answer as JSON or as `human` says.
+fn write_report(
+    o: &Opts<'_>,
+    timeout: Duration,
+    mut words: Vec<String>,
+    body: Option<&[u8]>,
+    human: impl FnOnce(&Record),
+) -> CliResult {
+    words.extend(author_words(o));
+    let r = client(o, timeout)
+        .write(&line(&words), body)
+        .map_err(failed)?;
+    let f = ok_fields(&r);
+    if o.json {
+        println!("{}", output::json_object(&f));
+    } else {
+        human(&f);
     }
     Ok(0)
 }
@@ -564,21 +569,13 @@ fn group(o: &Opts<'_>, timeout: Duration) -> CliResult {
         ["set-policy", vc, path] => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| (ExitCode::Invalid as i32, format!("{path}: {e}")))?;
-            let mut words = vec!["set-policy".to_string(), vc.to_string()];
-            words.extend(author_words(o));
-            let r = client(o, timeout)
-                .write(&line(&words), Some(text.as_bytes()))
-                .map_err(failed)?;
-            let f = ok_fields(&r);
-            if o.json {
-                println!("{}", output::json_object(&f));
-            } else {
+            let words = vec!["set-policy".to_string(), vc.to_string()];
+            write_report(o, timeout, words, Some(text.as_bytes()), |f| {
                 println!(
                     "Policy of vcluster {vc} set (overlay version {}).",
                     f.get("version").unwrap_or("?")
-                );
-            }
-            Ok(0)
+                )
+            })
         }
         _ => Err(usage(
             "pact group list | show <vcluster> | set-policy <vcluster> <policy.toml>",
@@ -597,17 +594,9 @@ fn node(o: &Opts<'_>, timeout: Duration) -> CliResult {
             ))
         }
     };
-    let mut words = words;
-    words.extend(author_words(o));
-    let r = client(o, timeout)
-        .write(&line(&words), None)
-        .map_err(failed)?;
-    if o.json {
-        println!("{}", output::json_object(&ok_fields(&r)));
-    } else {
-        println!("ok (entry {})", ok_fields(&r).get("seq").unwrap_or("?"));
-    }
-    Ok(0)
+    write_report(o, timeout, words, None, |f| {
+        println!("ok (entry {})", f.get("seq").unwrap_or("?"))
+    })
 }
 
 fn node_list(o: &Opts<'_>, timeout: Duration, node: Option<&str>) -> CliResult {

@@ -12,10 +12,15 @@
 //!
 //! Environment: PACT_BENCH_RUNS (default 15), PACT_BENCH_IDLE_SECS (30).
 
+#[path = "stats.rs"]
+mod stats;
+
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use stats::env_num;
 
 fn release_bin(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -27,13 +32,6 @@ fn release_bin(name: &str) -> PathBuf {
         p.display()
     );
     p
-}
-
-fn env_num(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

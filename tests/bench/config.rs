@@ -13,6 +13,8 @@
 //! (storm repetitions, default 3), PACT_BENCH_APPLIES (default 50),
 //! PACT_BENCH_OVERLAY_KB (default 150).
 
+#[path = "stats.rs"]
+mod stats;
 #[path = "../journal_support/mod.rs"]
 mod support;
 
@@ -29,23 +31,8 @@ use pact::proto::client::Outcome;
 use pact::proto::format_request;
 use pact::util::rng::Rng;
 use pact::util::sha256::sha256_hex;
+use stats::{env_num, quantile};
 use support::{Cluster, Options};
-
-fn env_num(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn quantile(v: &[f64], q: f64) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
-}
 
 fn raise_nofile() -> u64 {
     let mut lim = libc::rlimit {

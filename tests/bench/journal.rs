@@ -12,6 +12,8 @@
 //! PACT_BENCH_SECS (seconds per throughput run, default 3),
 //! PACT_BENCH_ENTRIES (default 100000).
 
+#[path = "stats.rs"]
+mod stats;
 #[path = "../journal_support/mod.rs"]
 mod support;
 
@@ -22,23 +24,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use stats::{env_num, quantile};
 use support::{Cluster, Options};
-
-fn env_num(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn quantile(v: &[f64], q: f64) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
-}
 
 fn payload(i: u64) -> Vec<u8> {
     let mut p = format!("{i:016}").into_bytes();

@@ -104,6 +104,15 @@ fn drop_superseded(
 /// The services of an overlay once a change is merged: dependencies
 /// declared and free of cycles (what every agent would refuse otherwise).
 /// Users and binaries are the nodes' business.
+/// The outcome of a command that wrote vCluster `vc`'s overlay as `seq`.
+fn overlay_written(seq: u64, vc: String, summary: String) -> Outcome {
+    let rec = Record::new()
+        .field("seq", seq)
+        .field("vcluster", &vc)
+        .field("version", seq);
+    Ok((rec, summary, vec![Change::Overlay { vcluster: vc }]))
+}
+
 fn spec_touches_services(spec: &OverlaySpec) -> bool {
     !spec.set.services.is_empty() || spec.remove.iter().any(|k| k.starts_with("services."))
 }
@@ -327,18 +336,10 @@ pub fn apply(tx: &Transaction<'_>, seq: u64, cmd: &mut Command) -> Result<Outcom
             let mut overlay = overlay_of(tx, &vc)?;
             overlay.policy = Some(parsed.clone());
             entry.entry_type = EntryType::PolicyUpdate;
-            let text = toml::to_string(&parsed).unwrap_or_default();
-            tables::put_policy(tx, &vc, &text, seq)?;
+            // put_overlay keeps the policies table in step.
             tables::put_overlay(tx, &vc, &overlay, seq)?;
-            let rec = Record::new()
-                .field("seq", seq)
-                .field("vcluster", &vc)
-                .field("version", seq);
-            Ok(Ok((
-                rec,
-                format!("policy of vcluster {vc} updated"),
-                vec![Change::Overlay { vcluster: vc }],
-            )))
+            let summary = format!("policy of vcluster {vc} updated");
+            Ok(overlay_written(seq, vc, summary))
         }
     }
 }
@@ -395,15 +396,8 @@ fn rollback(
             let restored = tables::overlay_as_of(tx, &vc, target)?;
             entry.state_delta = Some(diff(&old, &restored));
             tables::put_overlay(tx, &vc, &restored, seq)?;
-            let rec = Record::new()
-                .field("seq", seq)
-                .field("vcluster", &vc)
-                .field("version", seq);
-            Ok(Ok((
-                rec,
-                format!("rollback of vcluster {vc} to its state at {target}"),
-                vec![Change::Overlay { vcluster: vc }],
-            )))
+            let summary = format!("rollback of vcluster {vc} to its state at {target}");
+            Ok(overlay_written(seq, vc, summary))
         }
         Scope::Node(node) => {
             let current = tables::delta(tx, &node)?;
