@@ -92,6 +92,9 @@ pub(super) struct Waiter {
 }
 
 pub struct Agent {
+    /// Per child pid: its binary and the read end of its exec-error pipe
+    /// (read when it is reaped).
+    pub(super) exec_pipes: HashMap<u32, (PathBuf, OwnedFd)>,
     pub(super) poll: Poll,
     pub(super) cfg: AgentConfig,
     pub(super) pid1: bool,
@@ -233,6 +236,7 @@ impl Agent {
             reboot_requested: false,
             panics: Vec::new(),
             orphans_reaped: 0,
+            exec_pipes: HashMap::new(),
             stall_hook,
         })
     }
@@ -416,8 +420,22 @@ impl Agent {
         for (pid, status) in pid1::reap() {
             let exit = pid1::exit_of(status);
             let service = self.sup.service_of_pid(pid).map(str::to_string);
+            let exec_failed = self
+                .exec_pipes
+                .remove(&pid)
+                .and_then(|(bin, fd)| super::spawn::exec_error(&fd).map(|e| (bin, e)));
             match service {
                 Some(s) => {
+                    if let Some((bin, e)) = exec_failed {
+                        // Never ran: a start failure, not a crash.
+                        let what = format!("cannot start {}: {e}", bin.display());
+                        let lines = self.logs.note(&s, &what);
+                        self.push_log_lines(&s, &lines);
+                        let reason = format!("{}: {e}", bin.display());
+                        let actions = self.sup.on_spawn_failed(now, &s, &reason);
+                        self.perform(now, actions);
+                        continue;
+                    }
                     let lines = self.logs.note(
                         &s,
                         &format!("main process {pid} ended: {}", exit.describe()),
@@ -528,6 +546,8 @@ impl Agent {
                 );
                 self.push_log_lines(service, &lines);
                 self.pgids.insert(service.to_string(), child.pid);
+                self.exec_pipes
+                    .insert(child.pid, (spec.binary.clone(), child.exec_status));
                 self.register_fd(child.output, |fd| Source::Output {
                     service: service.to_string(),
                     fd,

@@ -10,7 +10,9 @@
 //! calls on data prepared beforehand: it resets its signal mask, takes
 //! `/dev/null` and the output pipe as stdio, becomes a session leader,
 //! passes the ready fd, drops to its user and execs. An exec failure is
-//! reported to the parent through a close-on-exec pipe.
+//! reported to the parent through a close-on-exec pipe, which the agent
+//! reads when it reaps the child: it does not wait for the exec (under
+//! emulation, or on a loaded node, that wait serialised a boot's spawns).
 
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -34,6 +36,9 @@ pub struct Spawned {
     pub output: OwnedFd,
     /// Read end of the ready pipe (`ready = "fd"`).
     pub ready: Option<OwnedFd>,
+    /// Read end of the close-on-exec error pipe: EOF once the exec
+    /// succeeded, the errno when it failed (see [`exec_error`]).
+    pub exec_status: OwnedFd,
 }
 
 /// Where the child goes and how it reports readiness.
@@ -154,13 +159,7 @@ pub fn spawn_service(spec: &ServiceSpec, place: &Placement<'_>) -> io::Result<Sp
         drop(w);
         r
     });
-    // The child's exec closes the error pipe; anything read is its errno.
-    if let Some(errno) = read_exec_error(&err_r) {
-        let mut status = 0;
-        // SAFETY: reaping the child we just created, which has exited.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        return Err(io::Error::from_raw_os_error(errno));
-    }
+    set_nonblocking(&err_r)?;
     set_nonblocking(&out_r)?;
     if let Some(r) = &ready {
         set_nonblocking(r)?;
@@ -169,6 +168,7 @@ pub fn spawn_service(spec: &ServiceSpec, place: &Placement<'_>) -> io::Result<Sp
         pid: pid as u32,
         output: out_r,
         ready,
+        exec_status: err_r,
     })
 }
 
@@ -315,24 +315,20 @@ fn child(p: &ChildPlan) -> ! {
     }
 }
 
-/// The errno the child wrote before failing, if it did.
-fn read_exec_error(pipe: &OwnedFd) -> Option<i32> {
+/// Why the exec of a child that has ended failed, if it did: the errno it
+/// wrote to its error pipe (non-blocking; an exec that succeeded left EOF).
+pub fn exec_error(pipe: &OwnedFd) -> Option<io::Error> {
     let mut buf = [0u8; 4];
     let mut got = 0;
-    loop {
+    while got < 4 {
         match rustix::io::read(pipe, &mut buf[got..]) {
             Ok(0) => break,
-            Ok(n) => {
-                got += n;
-                if got == 4 {
-                    break;
-                }
-            }
+            Ok(n) => got += n,
             Err(rustix::io::Errno::INTR) => continue,
             Err(_) => break,
         }
     }
-    (got == 4).then(|| i32::from_ne_bytes(buf))
+    (got == 4).then(|| io::Error::from_raw_os_error(i32::from_ne_bytes(buf)))
 }
 
 pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {

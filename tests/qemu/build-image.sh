@@ -89,6 +89,11 @@ install -m 644 "$here/agent.toml" "$r/etc/pact/agent.toml"
   echo
   cat "$here/test-services.toml"
 } > "$r/etc/pact/services.toml"
+# The boot benchmark's second configuration: the nine example services
+# alone (no test services, no journal), as the boot target is stated.
+sed 's|@BIN@|/usr/bin|g' "$top/examples/services.toml" > "$r/etc/pact/services-nine.toml"
+sed -e 's|^services_file = .*|services_file = "/etc/pact/services-nine.toml"|' \
+    -e 's|^stall_hook = true|stall_hook = false|' "$here/agent.toml" > "$r/etc/pact/agent-nine.toml"
 printf 'root:x:0:0:root:/:/sbin/nologin\n' > "$r/etc/passwd"
 printf 'root:x:0:\n' > "$r/etc/group"
 for ko in $(modfiles i6300esb); do
