@@ -97,6 +97,9 @@ pub struct Daemon {
     reads: HashMap<u64, PendingRead>,
     failure: Option<StorageFailure>,
     soft: SoftState,
+    /// The highest term known durable here (restored, or persisted since):
+    /// a leader's appends of that term may go out before its own fsync.
+    durable_term: u64,
     fsync_hist: Histogram,
     commit_hist: Histogram,
     last_snapshot_ms: u64,
@@ -121,6 +124,7 @@ impl Daemon {
         let restored = storage.load(&mut sm).map_err(|e| e.to_string())?;
         let mut node =
             RaftNode::new(raft_config(&settings), restored).map_err(|e| e.to_string())?;
+        let durable_term = node.term();
         if bootstrap {
             let membership = Membership::new(
                 settings.voters.iter().copied(),
@@ -204,6 +208,7 @@ impl Daemon {
             reads: HashMap::new(),
             failure: None,
             soft,
+            durable_term,
             fsync_hist: Histogram::default(),
             commit_hist: Histogram::default(),
             last_snapshot_ms: 0,
@@ -388,7 +393,7 @@ impl Daemon {
                 return;
             };
             let ready = node.ready();
-            if let Err(e) = self.handle_ready(ready) {
+            if let Err(e) = self.handle_ready(ready, now) {
                 self.storage_failed(e, now);
                 return;
             }
@@ -404,7 +409,7 @@ impl Daemon {
         }
     }
 
-    fn handle_ready(&mut self, ready: Ready) -> Result<(), StorageError> {
+    fn handle_ready(&mut self, mut ready: Ready, now: u64) -> Result<(), StorageError> {
         if self.node.is_none() {
             return Ok(());
         }
@@ -418,14 +423,32 @@ impl Daemon {
                 }
             }
         }
+        // A leader's appends go out before its own fsync, so that its disk
+        // and the followers' work at the same time (Raft thesis 10.2.1):
+        // the leader counts itself for a quorum only once `advance` says
+        // its entries are durable. Everything else (votes, responses) waits
+        // for the fsync. Only messages of a term already durable here.
+        let durable_term = self.durable_term;
+        let (early, late): (Vec<_>, Vec<_>) = std::mem::take(&mut ready.messages)
+            .into_iter()
+            .partition(|(_, m)| m.term <= durable_term && leads(&m.body));
+        if !early.is_empty() {
+            for (to, msg) in &early {
+                self.peers.send(*to, msg);
+            }
+            self.peers.flush(self.poll.registry(), now);
+        }
         let persisted = match self.storage.as_mut() {
             Some(s) => s.persist(&ready, &mut self.sm)?,
             None => return Ok(()),
         };
+        if let Some(hs) = &ready.hard_state {
+            self.durable_term = self.durable_term.max(hs.term);
+        }
         if persisted.synced {
             self.fsync_hist.record(persisted.commit_us);
         }
-        for (to, msg) in &ready.messages {
+        for (to, msg) in &late {
             self.peers.send(*to, msg);
         }
         if let Some(soft) = ready.soft_state {
@@ -586,6 +609,7 @@ impl Daemon {
             Ok((storage, node)) => {
                 log::info!(target: "journal", "storage reopened; node rebuilt at index {}", node.last_index());
                 self.soft = node.soft_state();
+                self.durable_term = node.term();
                 self.storage = Some(storage);
                 self.node = Some(node);
                 self.failure = None;
@@ -646,4 +670,13 @@ pub(crate) fn raft_config(s: &Settings) -> RaftConfig {
     c.max_entry_bytes = s.clients.max_body.0 as usize;
     c.rng_seed = crate::util::rng::Rng::from_entropy().next_u64();
     c
+}
+
+/// Messages only a leader sends, about entries it already has.
+fn leads(body: &crate::journal::raft::MessageBody) -> bool {
+    use crate::journal::raft::MessageBody;
+    matches!(
+        body,
+        MessageBody::Append(_) | MessageBody::Heartbeat(_) | MessageBody::InstallSnapshot(_)
+    )
 }
