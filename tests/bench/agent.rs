@@ -63,6 +63,10 @@ struct Run {
 
 impl Run {
     fn start(tag: &str, services: &str, extra: &str, pid1: bool) -> Run {
+        Run::start_bin(&release_bin("pact-agent"), tag, services, extra, pid1)
+    }
+
+    fn start_bin(agent: &Path, tag: &str, services: &str, extra: &str, pid1: bool) -> Run {
         let dir = std::env::temp_dir().join(format!("pact-bench-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("ready")).unwrap();
@@ -85,13 +89,12 @@ impl Run {
             ),
         )
         .unwrap();
-        let agent = release_bin("pact-agent");
         let mut cmd = if pid1 {
             let mut c = Command::new("unshare");
-            c.args(["--pid", "--fork", "--mount-proc"]).arg(&agent);
+            c.args(["--pid", "--fork", "--mount-proc"]).arg(agent);
             c
         } else {
-            Command::new(&agent)
+            Command::new(agent)
         };
         cmd.arg("--config").arg(dir.join("agent.toml"));
         if cgroup.is_none() {
@@ -324,8 +327,10 @@ fn host_pid_of(agent: i32, ns_pid: i32) -> Option<i32> {
         })
 }
 
-fn bench_idle(secs: u64) -> (u64, u64, u64) {
-    let r = Run::start("idle", &nine_services(), "", true);
+/// Context switches of an idle agent with nine services over `secs`, and
+/// its memory then: (voluntary, involuntary, VmRSS KiB, RssAnon KiB).
+fn bench_idle(agent: &Path, secs: u64) -> (u64, u64, u64, u64) {
+    let r = Run::start_bin(agent, "idle", &nine_services(), "", true);
     assert!(wait_until(Duration::from_secs(10), || r.ready_count() == 9));
     std::thread::sleep(Duration::from_secs(1));
     let pid = r.agent_pid();
@@ -335,8 +340,9 @@ fn bench_idle(secs: u64) -> (u64, u64, u64) {
     let after = status_field(pid, "voluntary_ctxt_switches:").unwrap_or(0);
     let inv_after = status_field(pid, "nonvoluntary_ctxt_switches:").unwrap_or(0);
     let rss = status_field(pid, "VmRSS:").unwrap_or(0);
+    let anon = status_field(pid, "RssAnon:").unwrap_or(0);
     r.stop();
-    (after - before, inv_after - inv_before, rss)
+    (after - before, inv_after - inv_before, rss, anon)
 }
 
 fn main() {
@@ -366,7 +372,7 @@ fn main() {
     println!("   kill -9 -> new process has written its ready file: median {rs_med:.2} ms, p90 {rs_p90:.2} ms");
     println!("   baseline, bare fork/exec -> ready file:              median {bare:.2} ms\n");
 
-    let (vol, invol, rss) = bench_idle(idle_secs);
+    let (vol, invol, rss, anon) = bench_idle(&release_bin("pact-agent"), idle_secs);
     println!("3. idle agent with 9 services, no health checks, over {idle_secs} s, target 0");
     println!("   voluntary context switches: {vol} (involuntary: {invol})\n");
 
@@ -382,9 +388,26 @@ fn main() {
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     println!(
-        "4. agent RSS with 9 services: {rss} KiB ({:.2} MiB), target <= 3 MiB",
+        "4. agent RSS with 9 services, target <= 3 MiB:\n   dynamic build (target/release): {rss} KiB ({:.2} MiB), of it private {anon} KiB (the rest: shared pages of the binary and libc)",
         rss as f64 / 1024.0
     );
+    // The build a node runs as PID 1 (`make image`, README): static.
+    let static_agent =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("target/static"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("release/pact-agent"))
+            .find(|p| p.exists());
+    if let Some(static_agent) = static_agent {
+        let (_, _, srss, sanon) = bench_idle(&static_agent, 1);
+        println!(
+            "   static build (target/static, as in the image): {srss} KiB ({:.2} MiB), of it private {sanon} KiB",
+            srss as f64 / 1024.0
+        );
+    } else {
+        println!("   static build: not measured (run make image first)");
+    }
     println!(
         "   stripped pact-agent: {size} bytes ({:.2} MB), target <= 3 MB",
         size as f64 / 1e6
