@@ -113,6 +113,19 @@ fn overlay_written(seq: u64, vc: String, summary: String) -> Outcome {
     Ok((rec, summary, vec![Change::Overlay { vcluster: vc }]))
 }
 
+/// Largest overlay a vCluster may have, as canonical TOML (digest §6).
+pub const MAX_OVERLAY_BYTES: usize = 10 * 1024 * 1024;
+
+fn check_size(vc: &str, overlay: &Overlay) -> Result<(), String> {
+    let len = overlay.to_toml(vc).len();
+    if len > MAX_OVERLAY_BYTES {
+        return Err(format!(
+            "the overlay of vcluster {vc} would be {len} bytes; the limit is {MAX_OVERLAY_BYTES} (10 MiB)"
+        ));
+    }
+    Ok(())
+}
+
 fn spec_touches_services(spec: &OverlaySpec) -> bool {
     !spec.set.services.is_empty() || spec.remove.iter().any(|k| k.starts_with("services."))
 }
@@ -187,6 +200,9 @@ pub fn apply(tx: &Transaction<'_>, seq: u64, cmd: &mut Command) -> Result<Outcom
                 if let Err(m) = check_merged(&vc, &new) {
                     return refuse(ExitCode::Invalid, m);
                 }
+            }
+            if let Err(m) = check_size(&vc, &new) {
+                return refuse(ExitCode::Invalid, m);
             }
             let sd = diff(&old, &new);
             let n = sd.len();
@@ -484,6 +500,9 @@ fn promote(
         set: d.delta.clone(),
         remove: d.removed.clone(),
     });
+    if let Err(m) = check_size(&vc, &new) {
+        return refuse(ExitCode::Invalid, m);
+    }
     entry.entry_type = EntryType::Commit;
     entry.scope = Scope::VCluster(vc.clone());
     entry.state_delta = Some(diff(&old, &new));

@@ -118,9 +118,22 @@ impl StateMachine for ConfigMachine {
         if let Err(why) = validate_entry(cmd.entry(), seq) {
             return Ok(ApplyOutcome::Rejected(ExitCode::Invalid, why));
         }
-        let (rec, summary, changes) = match apply::apply(tx, seq, &mut cmd)? {
-            Ok(ok) => ok,
-            Err((code, why)) => return Ok(ApplyOutcome::Rejected(code, why)),
+        // A refused command leaves nothing behind, whatever it wrote
+        // before deciding (the digest: "nothing is written").
+        tx.execute_batch("SAVEPOINT command")
+            .map_err(tables::sql_err("begin a command"))?;
+        let (rec, summary, changes) = match apply::apply(tx, seq, &mut cmd) {
+            Ok(Ok(ok)) => {
+                tx.execute_batch("RELEASE command")
+                    .map_err(tables::sql_err("end a command"))?;
+                ok
+            }
+            Ok(Err((code, why))) => {
+                tx.execute_batch("ROLLBACK TO command; RELEASE command")
+                    .map_err(tables::sql_err("undo a refused command"))?;
+                return Ok(ApplyOutcome::Rejected(code, why));
+            }
+            Err(e) => return Err(e),
         };
         let entry = cmd.entry_mut();
         entry.sequence = seq;

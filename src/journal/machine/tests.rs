@@ -620,3 +620,19 @@ fn expiring_deltas_are_found_by_window() {
         "each expiry is reported once"
     );
 }
+
+#[test]
+fn overlays_are_bounded_at_10_mib() {
+    let mut db = Db::new();
+    db.apply_spec("ml", "[vcluster.ml.sysctl]\n\"vm.a\" = \"1\"\n");
+    let big = "x".repeat(apply::MAX_OVERLAY_BYTES);
+    let (code, m) = db.refused(Command::ApplyOverlay {
+        entry: entry(Scope::VCluster("ml".into())),
+        spec: format!("[vcluster.ml.files.\"/etc/big\"]\ncontent = \"{big}\"\n"),
+    });
+    assert_eq!(code, ExitCode::Invalid);
+    assert!(m.contains("the limit is 10485760 (10 MiB)"), "{m}");
+    let o = tables::overlay(&db.conn, "ml").unwrap().unwrap();
+    assert!(o.overlay.files.is_empty(), "nothing was written");
+    assert_eq!(o.version, 0);
+}
