@@ -119,11 +119,12 @@ fn http_and_tcp_health_checks() {
             .unwrap_or(0)
             >= 1
     });
-    assert!(
-        node.log().contains("flaky: health check failed (2/2)"),
-        "{}",
-        node.log()
-    );
+    // Under load the first instance may be restarted for being slow to
+    // become healthy; every instance stops serving after 1 s, so the
+    // threshold line comes in any case.
+    node.wait_for(10 * S, "two failed health checks", || {
+        node.log().contains("flaky: health check failed (2/2)")
+    });
     assert_eq!(node.service_field("web", "restarts").as_deref(), Some("0"));
 }
 
