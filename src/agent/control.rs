@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -67,12 +66,7 @@ impl ControlServer {
         idle: Duration,
         allowed_uids: Vec<u32>,
     ) -> io::Result<ControlServer> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let listener = crate::util::net::unix_listener(path, 0o600)?;
         Ok(ControlServer {
             listener,
             path: path.to_path_buf(),

@@ -25,12 +25,10 @@ pub fn mark_ready(file: &Path) -> io::Result<()> {
     std::fs::rename(&tmp, file)
 }
 
+/// The readiness socket: any local process may wait on it (mode 0666);
+/// it says nothing but `ready`.
 pub fn bind(socket: &Path) -> io::Result<mio::net::UnixListener> {
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let _ = std::fs::remove_file(socket);
-    mio::net::UnixListener::bind(socket)
+    crate::util::net::unix_listener(socket, 0o666)
 }
 
 /// Answer every waiting connection with `ready` and close it.

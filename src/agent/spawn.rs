@@ -63,8 +63,10 @@ struct ChildPlan {
     ready: Option<(RawFd, RawFd)>,
     user: Option<(u32, u32)>,
     /// `oom_score_adj` text for the child (the agent's own -1000 must not
-    /// be inherited, or the OOM killer could never act in a scope).
-    oom_score_adj: CString,
+    /// be inherited, or the OOM killer could never act in a scope); `None`
+    /// when the child inherits the right value already (an agent without
+    /// CAP_SYS_RESOURCE could not lower it again, nor need to).
+    oom_score_adj: Option<CString>,
     error_pipe: RawFd,
 }
 
@@ -119,7 +121,8 @@ pub fn spawn_service(spec: &ServiceSpec, place: &Placement<'_>) -> io::Result<Sp
         procs_fd: None,
         ready: ready.as_ref().map(|(_, w, t)| (w.as_raw_fd(), *t)),
         user: spec.user,
-        oom_score_adj: CString::new(spec.oom_score_adj.to_string()).expect("digits"),
+        oom_score_adj: (own_oom_score_adj() != Some(spec.oom_score_adj))
+            .then(|| CString::new(spec.oom_score_adj.to_string()).expect("digits")),
         error_pipe: err_w.as_raw_fd(),
     };
 
@@ -170,6 +173,15 @@ pub fn spawn_service(spec: &ServiceSpec, place: &Placement<'_>) -> io::Result<Sp
         ready,
         exec_status: err_r,
     })
+}
+
+/// The agent's own `oom_score_adj`, which a child starts with.
+fn own_oom_score_adj() -> Option<i32> {
+    std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn cstring(s: &OsStr) -> io::Result<CString> {
@@ -264,12 +276,15 @@ fn child(p: &ChildPlan) -> ! {
                 fail(p.error_pipe);
             }
         }
-        let adj = libc::open(
-            c"/proc/self/oom_score_adj".as_ptr(),
-            libc::O_WRONLY | libc::O_CLOEXEC,
-        );
-        if adj >= 0 {
-            let text = p.oom_score_adj.as_bytes();
+        let adj = match &p.oom_score_adj {
+            Some(_) => libc::open(
+                c"/proc/self/oom_score_adj".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            ),
+            None => -1,
+        };
+        if let (true, Some(text)) = (adj >= 0, &p.oom_score_adj) {
+            let text = text.as_bytes();
             let n = libc::write(adj, text.as_ptr().cast(), text.len());
             libc::close(adj);
             if n < 0 {
