@@ -10,7 +10,8 @@
 //!
 //! Environment: PACT_BENCH_RUNS (repetitions, default 3),
 //! PACT_BENCH_SECS (seconds per throughput run, default 3),
-//! PACT_BENCH_ENTRIES (default 100000).
+//! PACT_BENCH_ENTRIES (default 100000), PACT_BENCH_ONLY (comma-separated
+//! parts to run: sequential, throughput, failover, disk; default all).
 
 #[path = "stats.rs"]
 mod stats;
@@ -75,14 +76,15 @@ fn sequential(runs: u64) {
         let (c, leader) = start("seq", "");
         let fs = raw_fsync(&c.dir, 500);
         let mut client = c.client(leader, Duration::from_secs(10));
+        let n = env_num("PACT_BENCH_SEQ_N", 1000);
         let mut lat = Vec::new();
-        for i in 0..1000 {
+        for i in 0..n {
             let t = Instant::now();
             client.append(&payload(i)).expect("append");
             lat.push(t.elapsed().as_secs_f64() * 1e3);
         }
         println!(
-            "run {run}: raw fsync p50 {:.3} ms p99 {:.3} ms | append p50 {:.3} ms p99 {:.3} ms (n=1000)",
+            "run {run}: raw fsync p50 {:.3} ms p99 {:.3} ms | append p50 {:.3} ms p99 {:.3} ms (n={n})",
             quantile(&fs, 0.5),
             quantile(&fs, 0.99),
             quantile(&lat, 0.5),
@@ -264,8 +266,18 @@ fn main() {
     let entries = env_num("PACT_BENCH_ENTRIES", 100_000);
     println!("pact-journal benchmarks: 3 nodes on 127.0.0.1-3, {runs} runs each");
     let _ = std::io::stdout().flush();
-    sequential(runs);
-    throughput(runs, secs);
-    failover(runs);
-    disk(entries);
+    let only = std::env::var("PACT_BENCH_ONLY").unwrap_or_default();
+    let part = |name: &str| only.is_empty() || only.split(',').any(|p| p.trim() == name);
+    if part("sequential") {
+        sequential(runs);
+    }
+    if part("throughput") {
+        throughput(runs, secs);
+    }
+    if part("failover") {
+        failover(runs);
+    }
+    if part("disk") {
+        disk(entries);
+    }
 }

@@ -440,7 +440,7 @@ impl Drop for Cluster {
         for m in &self.mounts {
             let _ = Command::new("umount").arg(m).status();
         }
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("PACT_KEEP").is_some() {
             eprintln!("{}", self.logs());
             eprintln!("kept {} for inspection", self.dir.display());
         } else {

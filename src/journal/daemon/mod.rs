@@ -104,6 +104,7 @@ pub struct Daemon {
     commit_hist: Histogram,
     last_snapshot_ms: u64,
     snapshots: compaction::SnapshotWorker,
+    checkpointer: compaction::Checkpointer,
     snapshot_started: Option<Instant>,
     /// Connections whose request was just answered.
     answered: Vec<Token>,
@@ -191,6 +192,8 @@ impl Daemon {
             waker,
         )
         .map_err(|e| format!("snapshot thread: {e}"))?;
+        let checkpointer = compaction::Checkpointer::start(storage.path().to_path_buf())
+            .map_err(|e| format!("checkpoint thread: {e}"))?;
         let max_boot_streams = settings.streaming.max_concurrent_boot_streams as usize;
         Ok(Daemon {
             settings,
@@ -213,6 +216,7 @@ impl Daemon {
             commit_hist: Histogram::default(),
             last_snapshot_ms: 0,
             snapshots,
+            checkpointer,
             snapshot_started: None,
             answered: Vec::new(),
             _lock: lock,
@@ -447,6 +451,9 @@ impl Daemon {
         }
         if persisted.synced {
             self.fsync_hist.record(persisted.commit_us);
+        }
+        if persisted.wrote {
+            self.checkpointer.wrote();
         }
         for (to, msg) in &late {
             self.peers.send(*to, msg);
