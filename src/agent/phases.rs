@@ -258,9 +258,9 @@ impl Agent {
         path: &std::path::Path,
     ) -> Result<(ServiceSet, Overlay), String> {
         let vc = self.cfg.vcluster.clone();
-        let set = ServiceSet::load(path, vc.as_deref(), &CheckEnv::default())
-            .map_err(|e| e.to_string())?;
         let src = crate::config::Source::read(path).map_err(|e| e.to_string())?;
+        let set = ServiceSet::parse(&src, vc.as_deref(), &CheckEnv::default())
+            .map_err(|e| e.to_string())?;
         let mut overlay = Overlay::default();
         for spec in parse_spec(&src).map_err(|e| e.to_string())? {
             if spec.vcluster == set.vcluster || (set.vcluster.is_empty() && vc.is_none()) {
