@@ -11,6 +11,8 @@
 //! overlays, node deltas) replaces it in a later issue through the same
 //! trait; a rejected entry takes no sequence number.
 
+use std::io::Write;
+
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::storage::StorageError;
@@ -102,9 +104,18 @@ pub struct AppendLog {
     next_seq: u64,
 }
 
-/// Snapshot format of [`AppendLog`]: `"PJS1"`, then per entry
+/// Snapshot formats of [`AppendLog`]. The body is, per entry,
 /// `seq u64 | raft_index u64 | len u32 | data`, all big-endian.
+/// `"PJS1"` + body (read only: what earlier versions sent); `"PJS2"` + one
+/// zstd frame of the body, what is written. A snapshot holds the whole
+/// history and the Raft core keeps the latest one in memory to send to
+/// lagging followers: compressed, it costs that memory and those chunks
+/// several times less.
 const SNAPSHOT_MAGIC: &[u8; 4] = b"PJS1";
+const SNAPSHOT_MAGIC_ZSTD: &[u8; 4] = b"PJS2";
+
+/// Largest snapshot body a node accepts (decompressed), 4 GiB.
+pub const MAX_SNAPSHOT_BODY: u64 = 4 << 30;
 
 impl AppendLog {
     pub fn new() -> AppendLog {
@@ -239,9 +250,11 @@ impl StateMachine for AppendLog {
     }
 }
 
-/// [`AppendLog`]'s snapshot: every entry applied at or before `index`.
+/// [`AppendLog`]'s snapshot: every entry applied at or before `index`,
+/// compressed as it is read (the plain body never sits in memory whole).
 pub fn append_log_snapshot(conn: &Connection, index: u64) -> Result<Vec<u8>, StorageError> {
-    let mut out = SNAPSHOT_MAGIC.to_vec();
+    let zerr = |e: std::io::Error| StorageError::new(format!("compress the snapshot: {e}"));
+    let mut z = zstd::stream::write::Encoder::new(SNAPSHOT_MAGIC_ZSTD.to_vec(), 3).map_err(zerr)?;
     let mut st = conn
         .prepare_cached(
             "SELECT seq, raft_index, data FROM journal_entries WHERE raft_index <= ?1 ORDER BY seq",
@@ -257,12 +270,14 @@ pub fn append_log_snapshot(conn: &Connection, index: u64) -> Result<Vec<u8>, Sto
         let data = data
             .as_blob()
             .map_err(|e| StorageError::new(e.to_string()))?;
-        out.extend_from_slice(&(seq as u64).to_be_bytes());
-        out.extend_from_slice(&(raft_index as u64).to_be_bytes());
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        out.extend_from_slice(data);
+        let mut head = [0u8; 20];
+        head[0..8].copy_from_slice(&(seq as u64).to_be_bytes());
+        head[8..16].copy_from_slice(&(raft_index as u64).to_be_bytes());
+        head[16..20].copy_from_slice(&(data.len() as u32).to_be_bytes());
+        z.write_all(&head).map_err(zerr)?;
+        z.write_all(data).map_err(zerr)?;
     }
-    Ok(out)
+    z.finish().map_err(zerr)
 }
 
 fn entry_record(seq: u64, index: u64, data: &[u8]) -> Record {
@@ -279,10 +294,38 @@ pub type SnapshotEntry = (u64, u64, Vec<u8>);
 /// without gaps, nothing trailing). The data comes from the leader over
 /// the network: it is fuzzed (`fz_journal_snapshot`).
 pub fn decode_snapshot(data: &[u8]) -> Result<Vec<SnapshotEntry>, StorageError> {
+    decode_snapshot_limited(data, MAX_SNAPSHOT_BODY)
+}
+
+/// [`decode_snapshot`] with a smaller bound on the decompressed body.
+pub fn decode_snapshot_limited(
+    data: &[u8],
+    max_body: u64,
+) -> Result<Vec<SnapshotEntry>, StorageError> {
     let bad = |why: &str| StorageError::new(format!("bad journal snapshot: {why}"));
-    let mut rest = data
-        .strip_prefix(SNAPSHOT_MAGIC)
-        .ok_or_else(|| bad("magic"))?;
+    let inflated;
+    let mut rest = if let Some(frame) = data.strip_prefix(SNAPSHOT_MAGIC_ZSTD) {
+        use std::io::Read;
+        let mut body = Vec::new();
+        zstd::stream::read::Decoder::with_buffer(frame)
+            .map_err(|e| bad(&format!("zstd: {e}")))?
+            .take(max_body.saturating_add(1))
+            .read_to_end(&mut body)
+            .map_err(|e| bad(&format!("zstd: {e}")))?;
+        if body.len() as u64 > max_body {
+            return Err(bad(&format!("larger than {max_body} bytes decompressed")));
+        }
+        inflated = body;
+        &inflated[..]
+    } else {
+        let body = data
+            .strip_prefix(SNAPSHOT_MAGIC)
+            .ok_or_else(|| bad("magic"))?;
+        if body.len() as u64 > max_body {
+            return Err(bad(&format!("larger than {max_body} bytes")));
+        }
+        body
+    };
     let mut out = Vec::new();
     while !rest.is_empty() {
         if rest.len() < 20 {
@@ -302,4 +345,81 @@ pub fn decode_snapshot(data: &[u8]) -> Result<Vec<SnapshotEntry>, StorageError> 
         rest = &rest[len..];
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(entries: &[(u64, u64, &[u8])]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for (seq, index, data) in entries {
+            b.extend_from_slice(&seq.to_be_bytes());
+            b.extend_from_slice(&index.to_be_bytes());
+            b.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            b.extend_from_slice(data);
+        }
+        b
+    }
+
+    fn journal_with(n: u64) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE journal_entries (seq INTEGER PRIMARY KEY, \
+             raft_index INTEGER NOT NULL UNIQUE, data BLOB NOT NULL);",
+        )
+        .unwrap();
+        for i in 0..n {
+            let data = format!("entry {i} ").repeat(50);
+            conn.execute(
+                "INSERT INTO journal_entries VALUES (?1, ?2, ?3)",
+                params![i as i64, (i * 2 + 3) as i64, data.as_bytes()],
+            )
+            .unwrap();
+        }
+        conn
+    }
+
+    #[test]
+    fn snapshots_are_compressed_and_read_back_up_to_an_index() {
+        let conn = journal_with(1000);
+        let snap = append_log_snapshot(&conn, 1001).unwrap();
+        assert!(snap.starts_with(b"PJS2"));
+        let entries = decode_snapshot(&snap).unwrap();
+        // raft_index 3, 5, ... 1001: entries 0..=499.
+        assert_eq!(entries.len(), 500);
+        let plain: usize = entries.iter().map(|e| 20 + e.2.len()).sum();
+        assert!(snap.len() * 5 < plain, "{} vs {plain}", snap.len());
+        assert_eq!(entries[499].0, 499);
+        assert_eq!(entries[499].1, 1001);
+        assert_eq!(entries[7].2, format!("entry 7 ").repeat(50).into_bytes());
+    }
+
+    #[test]
+    fn the_uncompressed_format_is_still_read() {
+        let mut data = b"PJS1".to_vec();
+        data.extend(body(&[(0, 1, b"a"), (1, 4, b"bc")]));
+        let entries = decode_snapshot(&data).unwrap();
+        assert_eq!(entries, vec![(0, 1, b"a".to_vec()), (1, 4, b"bc".to_vec())]);
+        // The fuzzer's seeds: one of each format, the same entries.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/regressions/fz_journal_snapshot");
+        let plain = decode_snapshot(&std::fs::read(dir.join("seed")).unwrap()).unwrap();
+        let packed = decode_snapshot(&std::fs::read(dir.join("seed-zstd")).unwrap()).unwrap();
+        assert!(!plain.is_empty());
+        assert_eq!(plain, packed);
+    }
+
+    #[test]
+    fn a_snapshot_inflating_past_the_bound_is_refused_without_inflating_it() {
+        let big = vec![0u8; 4 << 20];
+        let mut data = b"PJS2".to_vec();
+        data.extend(zstd::bulk::compress(&big, 3).unwrap());
+        assert!(data.len() < 4096);
+        let err = decode_snapshot_limited(&data, 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("larger than 1048576"), "{err}");
+        // Garbage after the magic is an error, not a panic.
+        let err = decode_snapshot(b"PJS2not zstd").unwrap_err();
+        assert!(err.to_string().contains("zstd"), "{err}");
+    }
 }
