@@ -392,7 +392,7 @@ mod tests {
         assert!(snap.len() * 5 < plain, "{} vs {plain}", snap.len());
         assert_eq!(entries[499].0, 499);
         assert_eq!(entries[499].1, 1001);
-        assert_eq!(entries[7].2, format!("entry 7 ").repeat(50).into_bytes());
+        assert_eq!(entries[7].2, "entry 7 ".repeat(50).into_bytes());
     }
 
     #[test]
