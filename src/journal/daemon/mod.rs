@@ -326,6 +326,7 @@ impl Daemon {
                         node.step(now, m);
                     }
                 }
+                self.peers_lost(now);
             }
             t if self.clients.owns(t) => {
                 let inputs = self.clients.on_event(self.poll.registry(), t, now);
@@ -372,7 +373,23 @@ impl Daemon {
         }
     }
 
+    /// Tells the node which peers' connections ended (after the messages
+    /// that came before the end), so a crashed leader is noticed at once.
+    fn peers_lost(&mut self, now: u64) {
+        let lost = self.peers.take_lost();
+        if let Some(node) = self.node.as_mut() {
+            for id in lost {
+                if node.leader() == Some(id) {
+                    log::info!(target: "journal::raft", "node {}: the connection with leader {id} ended",
+                        self.settings.node_id);
+                }
+                node.peer_lost(now, id);
+            }
+        }
+    }
+
     fn on_timers(&mut self, now: u64) {
+        self.peers_lost(now);
         if let Some(node) = self.node.as_mut() {
             if node.next_deadline_ms().is_some_and(|d| d <= now) {
                 node.tick(now);

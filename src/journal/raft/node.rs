@@ -321,6 +321,28 @@ impl RaftNode {
         }
     }
 
+    /// The transport lost its connection with `peer`: closed or reset,
+    /// which is what a crashed process's sockets do at once. If `peer` is
+    /// this node's leader, the node stops counting on it: it drops its
+    /// lease and campaigns after a random delay of up to one heartbeat
+    /// instead of a whole election timeout. Only liveness changes, and
+    /// only with PreVote and CheckQuorum on: the pre-vote still needs a
+    /// majority, and a node that still hears the leader refuses it, so a
+    /// connection that merely broke does not depose a healthy leader.
+    pub fn peer_lost(&mut self, now_ms: u64, peer: NodeId) {
+        let now = self.observe_clock(now_ms);
+        if !(self.cfg.pre_vote && self.cfg.check_quorum)
+            || self.phase == Phase::Leader
+            || self.leader != Some(peer)
+            || !self.may_campaign()
+        {
+            return;
+        }
+        self.last_leader_contact_ms = None;
+        let soon = now.saturating_add(self.rng.range(0, self.cfg.heartbeat_ms.max(1)));
+        self.election_deadline_ms = self.election_deadline_ms.min(soon);
+    }
+
     /// Records the caller's clock; tolerates (ignores) a clock going back.
     pub(super) fn observe_clock(&mut self, now_ms: u64) -> u64 {
         match self.now_ms {

@@ -75,6 +75,9 @@ pub struct PeerNet {
     links: BTreeMap<NodeId, Link>,
     link_tokens: HashMap<Token, NodeId>,
     inbound: HashMap<Token, Inbound>,
+    /// Peers whose established connection ended since the last
+    /// [`PeerNet::take_lost`] (what a crashed process's sockets do).
+    lost: Vec<NodeId>,
 }
 
 impl Link {
@@ -100,6 +103,7 @@ impl PeerNet {
             links: BTreeMap::new(),
             link_tokens: HashMap::new(),
             inbound: HashMap::new(),
+            lost: Vec::new(),
         }
     }
 
@@ -257,8 +261,17 @@ impl PeerNet {
         link.backoff_ms = (link.backoff_ms * 2).min(BACKOFF_MAX_MS);
     }
 
+    /// Peers whose established connection (ours to them, or theirs to us
+    /// once they said who they are) closed or failed since the last call.
+    pub fn take_lost(&mut self) -> Vec<NodeId> {
+        std::mem::take(&mut self.lost)
+    }
+
     fn close_link(&mut self, registry: &Registry, id: NodeId, now_ms: u64, why: &str) {
         if let Some(link) = self.links.get_mut(&id) {
+            if matches!(link.state, LinkState::Up) {
+                self.lost.push(id);
+            }
             if let Some(mut s) = link.stream.take() {
                 let _ = registry.deregister(&mut s);
             }
@@ -502,6 +515,9 @@ impl PeerNet {
             }
             if let Some(mut c) = self.inbound.remove(&t) {
                 let _ = registry.deregister(&mut c.stream);
+                if let Some(id) = c.from {
+                    self.lost.push(id);
+                }
             }
         }
         out

@@ -115,6 +115,8 @@ pub(crate) struct Cluster {
     /// Outcome of every answered read, by request id.
     pub read_results: BTreeMap<u64, Result<u64, ReadFailure>>,
     trace: bool,
+    /// (when, to, from): `to` sees its connections with crashed `from` end.
+    lost_notices: Vec<(u64, NodeId, NodeId)>,
 }
 
 impl Cluster {
@@ -166,6 +168,7 @@ impl Cluster {
             stats: Stats::default(),
             read_results: BTreeMap::new(),
             trace,
+            lost_notices: Vec::new(),
         };
         let ids: Vec<NodeId> = cluster.nodes.keys().copied().collect();
         let skew = cluster.opts.clock_skew_ppm;
@@ -281,6 +284,15 @@ impl Cluster {
         self.pending.retain(|(n, _), _| *n != id);
         self.reads.retain(|(n, _), _| *n != id);
         self.log(|| format!("node {id} crashes"));
+        // Its sockets close at once: every node it could reach sees the
+        // connection end after what was still in flight on it (TCP), and
+        // the daemon tells its node (`peer_lost`).
+        for other in self.ids() {
+            if other != id && !self.net.is_cut(id, other) {
+                let at = self.net.last_delivery(id, other).unwrap_or(self.now) + 1;
+                self.lost_notices.push((at, other, id));
+            }
+        }
     }
 
     pub fn restart(&mut self, id: NodeId) {
@@ -354,6 +366,27 @@ impl Cluster {
     fn step_once(&mut self, limit: u64) -> bool {
         let t_net = self.net.next_delivery();
         let t_timer = self.nodes.values().filter_map(SimNode::next_event).min();
+        let t_notice = self.lost_notices.iter().map(|n| n.0).min();
+        if let Some(t) = t_notice.filter(|&t| {
+            t <= limit && t_net.is_none_or(|n| t <= n) && t_timer.is_none_or(|n| t <= n)
+        }) {
+            self.now = self.now.max(t);
+            let due: Vec<(u64, NodeId, NodeId)> = self
+                .lost_notices
+                .iter()
+                .copied()
+                .filter(|n| n.0 <= t)
+                .collect();
+            self.lost_notices.retain(|n| n.0 > t);
+            for (_, to, from) in due {
+                let now = self.node_now(to);
+                if let Some(raft) = self.raft_mut(to) {
+                    raft.peer_lost(now, from);
+                    self.log(|| format!("node {to} lost its connection with {from}"));
+                }
+            }
+            return true;
+        }
         let next = match (t_net, t_timer) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => match a.or(b) {

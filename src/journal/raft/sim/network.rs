@@ -164,6 +164,15 @@ impl Network {
         });
     }
 
+    /// When the last message in flight from `from` to `to` arrives.
+    pub fn last_delivery(&self, from: NodeId, to: NodeId) -> Option<u64> {
+        self.queue
+            .iter()
+            .filter(|m| m.from == from && m.to == to)
+            .map(|m| m.deliver_at)
+            .max()
+    }
+
     pub fn next_delivery(&self) -> Option<u64> {
         self.queue.peek().map(|m| m.deliver_at)
     }

@@ -212,3 +212,70 @@ fn leadership_transfer() {
     assert_eq!(transfers, 1);
     let _ = MessageBody::TimeoutNow.name();
 }
+
+/// A leader whose process dies closes its sockets at once; the followers
+/// that see it (`peer_lost`) campaign within about a heartbeat, not after
+/// an election timeout. Two of them may pick nearly the same moment and
+/// split the vote (likelier here, with 1-5 ms message delays against a
+/// 50 ms heartbeat, than on a LAN); that run then falls back to the
+/// ordinary timeouts. Without the notice no run could elect before the
+/// shortest election timeout.
+#[test]
+fn a_crashed_leader_seen_by_the_transport_is_replaced_within_a_heartbeat() {
+    let runs = 40;
+    let mut fast = 0;
+    for seed in 1..=runs {
+        let mut c = cluster(3, seed);
+        let old = c.check_one_leader();
+        let hb = c.opts.raft.heartbeat_ms;
+        let timeout_max = c.opts.raft.election_timeout_max_ms;
+        c.run_for(hb + 1);
+        let term = c.raft(nth_after(old, 1, 3)).unwrap().term();
+        c.crash(old);
+        let crashed_at = c.now;
+        while c.now < crashed_at + 3 * timeout_max && c.leaders().is_empty() {
+            c.run_for(5);
+        }
+        let took = c.now - crashed_at;
+        let leaders = c.leaders();
+        assert_eq!(
+            leaders.len(),
+            1,
+            "seed {seed}: no leader {took} ms after the crash"
+        );
+        assert!(leaders[0].1 > term, "seed {seed}");
+        if took <= 2 * hb + 20 {
+            fast += 1;
+            assert_eq!(
+                leaders[0].1,
+                term + 1,
+                "seed {seed}: one election, one term"
+            );
+        }
+    }
+    assert!(
+        fast * 4 >= runs * 3,
+        "only {fast} of {runs} runs elected within two heartbeats"
+    );
+}
+
+/// The transport losing its connection to a leader that is alive (a reset,
+/// a restarted proxy) does not depose it: the others still hear it and
+/// refuse the pre-vote, and the term does not move.
+#[test]
+fn a_lost_connection_to_a_live_leader_does_not_depose_it() {
+    for seed in 1..=10 {
+        let mut c = cluster(3, seed);
+        let leader = c.check_one_leader();
+        let term = c.raft(leader).unwrap().term();
+        let follower = nth_after(leader, 1, 3);
+        for _ in 0..20 {
+            let now = c.node_now(follower);
+            c.raft_mut(follower).unwrap().peer_lost(now, leader);
+            c.run_for(97);
+        }
+        c.run_for(1_000);
+        assert_eq!(c.check_one_leader(), leader, "seed {seed}");
+        assert_eq!(c.check_terms(), term, "seed {seed}: the term moved");
+    }
+}

@@ -175,8 +175,28 @@ fn figure8_unreliable() {
 /// acknowledged write must be on every node (`Cluster::heal_and_check`).
 #[test]
 fn unreliable_churn() {
+    // How much gets through depends a lot on the schedule: judge liveness
+    // over several seeds, safety (heal_and_check) on each.
+    let (mut acked, mut reads) = (0, 0);
+    for seed in 1..=16 {
+        let (a, r) = churn(seed);
+        acked += a;
+        reads += r;
+    }
+    assert!(
+        acked > 16 * 40,
+        "too little got through: {acked} in 16 runs"
+    );
+    assert!(
+        reads > 16 * 10,
+        "too few reads succeeded: {reads} in 16 runs"
+    );
+}
+
+/// One churn run; returns the acknowledged writes and successful reads.
+fn churn(seed: u64) -> (usize, u64) {
     let n = 5;
-    let mut c = cluster_with(n, 26, |o| {
+    let mut c = cluster_with(n, seed, |o| {
         o.faults = unreliable();
         o.crash_in_ready = 0.005;
         o.compact_every = 25;
@@ -218,13 +238,9 @@ fn unreliable_churn() {
         }
     }
     let acked = c.proposals.iter().filter(|p| p.acked).count();
-    assert!(acked > 100, "too little got through: {acked}");
-    assert!(
-        c.stats.reads_ok > 10,
-        "too few reads succeeded: {}",
-        c.stats.reads_ok
-    );
+    let reads = c.stats.reads_ok;
     c.heal_and_check();
+    (acked, reads)
 }
 
 /// The rule behind Figure 8, at the node: a new leader must not commit an
