@@ -34,6 +34,18 @@ fn journal_leader_kill_under_load_loses_no_acknowledged_append() {
     let others: Vec<u64> = [1, 2, 3].into_iter().filter(|&i| i != leader).collect();
     let new_leader = c.wait_leader(&others, Duration::from_secs(10));
     assert_ne!(new_leader, leader);
+    // The survivors saw the leader's connections end (what shortens the
+    // failover to about a heartbeat; timed by `make bench`).
+    let noticed = others.iter().any(|&id| {
+        std::fs::read_to_string(&c.nodes[id as usize - 1].log)
+            .unwrap_or_default()
+            .contains(&format!("the connection with leader {leader} ended"))
+    });
+    assert!(
+        noticed,
+        "no survivor noticed the lost connection\n{}",
+        c.logs()
+    );
     std::thread::sleep(Duration::from_millis(1500));
     c.spawn(leader, false);
     std::thread::sleep(Duration::from_millis(1500));
