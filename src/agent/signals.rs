@@ -52,10 +52,9 @@ impl SignalFd {
         let mut out = Vec::new();
         loop {
             let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
-            // SAFETY: reading into a buffer of exactly one siginfo record from
-            // a valid, owned fd.
-            let n =
-                unsafe { libc::read(self.fd.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) };
+            let fd = self.fd.as_raw_fd();
+            // SAFETY: reads at most one siginfo record, into a buffer of that size.
+            let n = unsafe { libc::read(fd, info.as_mut_ptr().cast(), info.len()) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::WouldBlock {

@@ -236,9 +236,9 @@ fn clone_into(scope: Option<&OwnedFd>) -> io::Result<i32> {
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = fd.as_raw_fd() as u64;
     }
-    // SAFETY: clone3 without CLONE_VM behaves like fork: the child gets a
-    // copy of the address space and continues here with a return of 0.
-    // The agent is single-threaded, and the child only runs `child`.
+    // clone3 without CLONE_VM behaves like fork: the child gets a copy of
+    // the address space and continues here with a return of 0.
+    // SAFETY: the agent is single-threaded; the child only runs `child`.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_clone3,

@@ -312,9 +312,8 @@ fn serve(l: std::net::TcpListener, http: bool, until: Option<std::time::Instant>
 /// fork → setsid → fork: the grandchild is no longer our child nor in our
 /// session; only its cgroup still holds it.
 fn leave_grandchild(pidfile: &str) {
-    // SAFETY: fork in a single-threaded process (no threads started yet);
-    // the children only call async-signal-safe functions before _exit or
-    // their sleep loop.
+    // The process has started no threads yet.
+    // SAFETY: after fork the children only make async-signal-safe calls.
     unsafe {
         let pid = libc::fork();
         if pid == 0 {
