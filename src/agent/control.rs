@@ -3,7 +3,7 @@
 //! ([`super::requests`]); this module only moves bytes.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -169,35 +169,15 @@ impl ControlServer {
             return vec![];
         }
         let mut buf = [0u8; 8192];
-        let mut eof = false;
-        loop {
-            match c.stream.read(&mut buf) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => {
-                    if c.broken {
-                        continue; // discard until the client goes away
-                    }
-                    if let Err(e) = c.reader.feed(&buf[..n]) {
-                        // Framing is lost: answer once, then close.
-                        c.push_line(&crate::proto::err_line(
-                            crate::proto::ExitCode::Invalid,
-                            &e.to_string(),
-                        ));
-                        c.close_after_flush = true;
-                        c.broken = true;
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    eof = true;
-                    break;
-                }
-            }
+        let (eof, framing) = c.reader.read_from(&mut c.stream, &mut buf, c.broken);
+        if let Some(e) = framing {
+            // Framing is lost: answer once, then close.
+            c.push_line(&crate::proto::err_line(
+                crate::proto::ExitCode::Invalid,
+                &e.to_string(),
+            ));
+            c.close_after_flush = true;
+            c.broken = true;
         }
         let inputs = self.pending_inputs(t);
         if let Some(c) = self.conns.get_mut(&t) {

@@ -41,6 +41,34 @@ impl LineReader {
         Ok(())
     }
 
+    /// Reads all a non-blocking `stream` has now, through `buf`.
+    ///
+    /// Returns whether the stream ended (or failed), and the framing error
+    /// that stopped reading, if any. With `discard` (framing already lost)
+    /// the bytes are read and dropped, so the peer's close is still seen.
+    pub fn read_from<R: std::io::Read + ?Sized>(
+        &mut self,
+        stream: &mut R,
+        buf: &mut [u8],
+        discard: bool,
+    ) -> (bool, Option<ProtoError>) {
+        use std::io::ErrorKind;
+        loop {
+            match stream.read(buf) {
+                Ok(0) => return (true, None),
+                Ok(_) if discard => {}
+                Ok(n) => {
+                    if let Err(e) = self.feed(&buf[..n]) {
+                        return (false, Some(e));
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return (false, None),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return (true, None),
+            }
+        }
+    }
+
     /// The next complete request, if one is buffered.
     ///
     /// An error concerns one request only when it is a parse error of a
@@ -96,6 +124,26 @@ pub fn parse_stream(bytes: &[u8], limits: Limits) -> Vec<Result<Request, ProtoEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_from_a_stream_until_its_end_or_lost_framing() {
+        let mut buf = [0u8; 4];
+        let mut r = LineReader::new(Limits::default());
+        let mut s = std::io::Cursor::new(b"status\nlog a\n".to_vec());
+        assert_eq!(r.read_from(&mut s, &mut buf, false), (true, None));
+        assert_eq!(r.next_request().unwrap().unwrap().words, ["status"]);
+        assert_eq!(r.next_request().unwrap().unwrap().words, ["log", "a"]);
+        let limits = Limits {
+            max_line: 8,
+            ..Limits::default()
+        };
+        let mut r = LineReader::new(limits);
+        let mut s = std::io::Cursor::new(vec![b'x'; 64]);
+        let (eof, err) = r.read_from(&mut s, &mut buf, false);
+        assert!(!eof && matches!(err, Some(ProtoError::LineTooLong { max: 8 })));
+        // Discarding: everything is read, nothing kept, the end is seen.
+        assert_eq!(r.read_from(&mut s, &mut buf, true), (true, None));
+    }
 
     #[test]
     fn lines_split_across_reads() {

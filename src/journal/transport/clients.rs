@@ -167,31 +167,11 @@ impl ClientServer {
         }
         c.read_paused = false;
         let mut buf = [0u8; 16 * 1024];
-        let mut eof = false;
-        loop {
-            match c.stream.read(&mut buf) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => {
-                    if c.broken {
-                        continue;
-                    }
-                    if let Err(e) = c.reader.feed(&buf[..n]) {
-                        c.push_line(&err_line(ExitCode::Invalid, &e.to_string()));
-                        c.close_after_flush = true;
-                        c.broken = true;
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    eof = true;
-                    break;
-                }
-            }
+        let (eof, framing) = c.reader.read_from(&mut c.stream, &mut buf, c.broken);
+        if let Some(e) = framing {
+            c.push_line(&err_line(ExitCode::Invalid, &e.to_string()));
+            c.close_after_flush = true;
+            c.broken = true;
         }
         let inputs = self.next_input(t);
         if let Some(c) = self.conns.get_mut(&t) {
