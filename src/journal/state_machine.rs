@@ -56,7 +56,9 @@ pub type Snapshotter =
     std::sync::Arc<dyn Fn(&Connection, u64) -> Result<Vec<u8>, StorageError> + Send + Sync>;
 
 /// Records (each with an optional body) answering a read.
-pub type ReadReply = Vec<(Record, Option<Vec<u8>>)>;
+/// One entry of a read: its record line and, if any, its body.
+pub type ReadItem = (Record, Option<Vec<u8>>);
+pub type ReadReply = Vec<ReadItem>;
 
 /// The application behind the Raft log. Every method runs on the daemon's
 /// loop; `apply` and `restore` inside the storage transaction of the batch.
@@ -178,65 +180,9 @@ impl StateMachine for AppendLog {
     }
 
     fn read(&self, conn: &Connection, op: ReadOp) -> Result<ReadReply, (ExitCode, String)> {
-        let internal = |e: rusqlite::Error| (ExitCode::General, format!("storage: {e}"));
-        match op {
-            ReadOp::Get { seq } => {
-                let row: Option<(i64, Vec<u8>)> = conn
-                    .query_row(
-                        "SELECT raft_index, data FROM journal_entries WHERE seq = ?1",
-                        params![seq.min(i64::MAX as u64) as i64],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()
-                    .map_err(internal)?;
-                match row {
-                    Some((index, data)) => {
-                        Ok(vec![(entry_record(seq, index as u64, &data), Some(data))])
-                    }
-                    None => Err((
-                        ExitCode::Invalid,
-                        format!(
-                            "no entry with sequence number {seq} (next is {})",
-                            self.next_seq
-                        ),
-                    )),
-                }
-            }
-            ReadOp::Range {
-                from,
-                to,
-                limit,
-                max_bytes,
-            } => {
-                let mut st = conn
-                    .prepare_cached(
-                        "SELECT seq, raft_index, data FROM journal_entries \
-                         WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
-                    )
-                    .map_err(internal)?;
-                let cap = |v: u64| v.min(i64::MAX as u64) as i64;
-                let rows = st
-                    .query_map(params![cap(from), cap(to), limit as i64], |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, i64>(1)?,
-                            r.get::<_, Vec<u8>>(2)?,
-                        ))
-                    })
-                    .map_err(internal)?;
-                let mut out = Vec::new();
-                let mut bytes = 0usize;
-                for row in rows {
-                    let (seq, index, data) = row.map_err(internal)?;
-                    if !out.is_empty() && bytes.saturating_add(data.len()) > max_bytes {
-                        break;
-                    }
-                    bytes = bytes.saturating_add(data.len());
-                    out.push((entry_record(seq as u64, index as u64, &data), Some(data)));
-                }
-                Ok(out)
-            }
-        }
+        read_entries(conn, op, self.next_seq, |seq, index, data| {
+            Ok((entry_record(seq, index, &data), Some(data)))
+        })
     }
 
     fn status(&self) -> Record {
@@ -278,6 +224,73 @@ pub fn append_log_snapshot(conn: &Connection, index: u64) -> Result<Vec<u8>, Sto
         z.write_all(data).map_err(zerr)?;
     }
     z.finish().map_err(zerr)
+}
+
+/// Answers `op` from `journal_entries`; `item` turns each row (seq, raft
+/// index, stored data) into what the reply carries. A range stops before
+/// its bodies pass `max_bytes` (it always holds at least one entry).
+pub fn read_entries(
+    conn: &Connection,
+    op: ReadOp,
+    next_seq: u64,
+    mut item: impl FnMut(u64, u64, Vec<u8>) -> Result<ReadItem, (ExitCode, String)>,
+) -> Result<ReadReply, (ExitCode, String)> {
+    let internal = |e: rusqlite::Error| (ExitCode::General, format!("storage: {e}"));
+    let cap = |v: u64| v.min(i64::MAX as u64) as i64;
+    match op {
+        ReadOp::Get { seq } => {
+            let row: Option<(i64, Vec<u8>)> = conn
+                .query_row(
+                    "SELECT raft_index, data FROM journal_entries WHERE seq = ?1",
+                    params![cap(seq)],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(internal)?;
+            match row {
+                Some((index, data)) => Ok(vec![item(seq, index as u64, data)?]),
+                None => Err((
+                    ExitCode::Invalid,
+                    format!("no entry with sequence number {seq} (next is {next_seq})"),
+                )),
+            }
+        }
+        ReadOp::Range {
+            from,
+            to,
+            limit,
+            max_bytes,
+        } => {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT seq, raft_index, data FROM journal_entries \
+                     WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
+                )
+                .map_err(internal)?;
+            let rows = st
+                .query_map(params![cap(from), cap(to), limit as i64], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
+                })
+                .map_err(internal)?;
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            for row in rows {
+                let (seq, index, data) = row.map_err(internal)?;
+                let (rec, body) = item(seq as u64, index as u64, data)?;
+                let len = body.as_ref().map_or(0, Vec::len);
+                if !out.is_empty() && bytes.saturating_add(len) > max_bytes {
+                    break;
+                }
+                bytes = bytes.saturating_add(len);
+                out.push((rec, body));
+            }
+            Ok(out)
+        }
+    }
 }
 
 fn entry_record(seq: u64, index: u64, data: &[u8]) -> Record {

@@ -23,17 +23,14 @@ mod tests;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::journal::state_machine::{
-    append_log_snapshot, decode_snapshot, ApplyOutcome, CommittedEntry, ReadOp, ReadReply,
-    Snapshotter, StateMachine,
+    append_log_snapshot, decode_snapshot, read_entries, ApplyOutcome, CommittedEntry, ReadOp,
+    ReadReply, Snapshotter, StateMachine,
 };
 use crate::journal::storage::StorageError;
 use crate::proto::{ExitCode, Record};
 use apply::Change;
 use entry::{validate_entry, Command, ConfigEntry, TAG_COMMAND, TAG_RAW};
 use tables::sql_err;
-
-/// A record and its body, as reads answer them.
-type ReadItem = (Record, Option<Vec<u8>>);
 
 /// One applied configuration entry, for `watch`.
 #[derive(Debug, Clone)]
@@ -198,7 +195,7 @@ impl StateMachine for ConfigMachine {
 
     fn read(&self, conn: &Connection, op: ReadOp) -> Result<ReadReply, (ExitCode, String)> {
         let internal = |e: rusqlite::Error| (ExitCode::General, format!("storage: {e}"));
-        let row = |seq: u64, index: i64, data: Vec<u8>| -> Result<ReadItem, (ExitCode, String)> {
+        read_entries(conn, op, self.next_seq, |seq, index, data| {
             let body = if data.first() == Some(&TAG_COMMAND) {
                 let json: Option<String> = conn
                     .query_row(
@@ -217,58 +214,7 @@ impl StateMachine for ConfigMachine {
                 .field("index", index)
                 .field("len", body.len());
             Ok((rec, Some(body)))
-        };
-        match op {
-            ReadOp::Get { seq } => {
-                let found: Option<(i64, Vec<u8>)> = conn
-                    .query_row(
-                        "SELECT raft_index, data FROM journal_entries WHERE seq = ?1",
-                        params![seq.min(i64::MAX as u64) as i64],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()
-                    .map_err(internal)?;
-                match found {
-                    Some((index, data)) => Ok(vec![row(seq, index, data)?]),
-                    None => Err((
-                        ExitCode::Invalid,
-                        format!(
-                            "no entry with sequence number {seq} (next is {})",
-                            self.next_seq
-                        ),
-                    )),
-                }
-            }
-            ReadOp::Range {
-                from,
-                to,
-                limit,
-                max_bytes,
-            } => {
-                let cap = |v: u64| v.min(i64::MAX as u64) as i64;
-                let mut st = conn
-                    .prepare_cached("SELECT seq, raft_index, data FROM journal_entries WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3")
-                    .map_err(internal)?;
-                let rows: Vec<(i64, i64, Vec<u8>)> = st
-                    .query_map(params![cap(from), cap(to), limit as i64], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })
-                    .and_then(Iterator::collect)
-                    .map_err(internal)?;
-                let mut out = Vec::new();
-                let mut bytes = 0usize;
-                for (seq, index, data) in rows {
-                    let (rec, body) = row(seq as u64, index, data)?;
-                    let len = body.as_ref().map_or(0, Vec::len);
-                    if !out.is_empty() && bytes.saturating_add(len) > max_bytes {
-                        break;
-                    }
-                    bytes = bytes.saturating_add(len);
-                    out.push((rec, body));
-                }
-                Ok(out)
-            }
-        }
+        })
     }
 
     fn status(&self) -> Record {
