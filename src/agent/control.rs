@@ -288,16 +288,13 @@ impl ControlServer {
             return;
         }
         let want_write = !c.out.is_empty();
-        if want_write != c.writable_registered {
-            let interest = if want_write {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            if registry.reregister(&mut c.stream, t, interest).is_ok() {
-                c.writable_registered = want_write;
-            }
-        }
+        crate::util::net::sync_write_interest(
+            registry,
+            &mut c.stream,
+            t,
+            want_write,
+            &mut c.writable_registered,
+        );
     }
 
     pub fn close(&mut self, registry: &Registry, t: Token) {

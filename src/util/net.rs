@@ -30,6 +30,29 @@ pub fn tcp_listener(addr: SocketAddr, backlog: u32) -> std::io::Result<mio::net:
     ))
 }
 
+/// Keeps a connection's WRITABLE interest in step with whether it has
+/// output waiting (`want_write`); `registered` remembers what the poll has.
+/// A failed reregister leaves `registered` as it was, to retry next time.
+pub fn sync_write_interest<S: mio::event::Source + ?Sized>(
+    registry: &mio::Registry,
+    source: &mut S,
+    token: mio::Token,
+    want_write: bool,
+    registered: &mut bool,
+) {
+    if want_write == *registered {
+        return;
+    }
+    let interest = if want_write {
+        mio::Interest::READABLE | mio::Interest::WRITABLE
+    } else {
+        mio::Interest::READABLE
+    };
+    if registry.reregister(source, token, interest).is_ok() {
+        *registered = want_write;
+    }
+}
+
 /// Bind a Unix socket at `path` (replacing a stale one) with `mode`.
 ///
 /// The socket is bound and made to listen under a temporary name in the

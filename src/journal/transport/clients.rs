@@ -297,16 +297,13 @@ impl ClientServer {
             self.close(registry, t);
             return;
         }
-        if pending != c.writable_registered {
-            let interest = if pending {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            if registry.reregister(&mut c.stream, t, interest).is_ok() {
-                c.writable_registered = pending;
-            }
-        }
+        crate::util::net::sync_write_interest(
+            registry,
+            &mut c.stream,
+            t,
+            pending,
+            &mut c.writable_registered,
+        );
     }
 
     pub fn close(&mut self, registry: &Registry, t: Token) {

@@ -314,16 +314,13 @@ impl PeerNet {
             link.start = 0;
         }
         let want_write = link.start < link.buf.len();
-        if want_write != link.writable_registered {
-            let interest = if want_write {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            if registry.reregister(stream, link.token, interest).is_ok() {
-                link.writable_registered = want_write;
-            }
-        }
+        crate::util::net::sync_write_interest(
+            registry,
+            stream,
+            link.token,
+            want_write,
+            &mut link.writable_registered,
+        );
     }
 
     /// Accepts pending inbound connections.
