@@ -136,10 +136,7 @@ fn sql_err(what: &str) -> impl Fn(rusqlite::Error) -> StorageError + '_ {
 
 impl StateMachine for AppendLog {
     fn load(&mut self, conn: &Connection) -> Result<(), StorageError> {
-        let max: Option<i64> = conn
-            .query_row("SELECT MAX(seq) FROM journal_entries", [], |r| r.get(0))
-            .map_err(sql_err("read the last sequence number"))?;
-        self.next_seq = max.map_or(0, |m| m as u64 + 1);
+        self.next_seq = stored_next_seq(conn)?;
         Ok(())
     }
 
@@ -149,11 +146,7 @@ impl StateMachine for AppendLog {
         entry: CommittedEntry<'_>,
     ) -> Result<ApplyOutcome, StorageError> {
         let seq = self.next_seq;
-        tx.prepare_cached(
-            "INSERT INTO journal_entries (seq, raft_index, data) VALUES (?1, ?2, ?3)",
-        )
-        .and_then(|mut st| st.execute(params![seq as i64, entry.index as i64, entry.data]))
-        .map_err(sql_err("append a journal entry"))?;
+        insert_entry(tx, seq, entry.index, entry.data)?;
         self.next_seq += 1;
         Ok(ApplyOutcome::Applied(Record::new().field("seq", seq)))
     }
@@ -166,14 +159,8 @@ impl StateMachine for AppendLog {
         let entries = decode_snapshot(data)?;
         tx.execute("DELETE FROM journal_entries", [])
             .map_err(sql_err("clear the journal"))?;
-        let mut st = tx
-            .prepare_cached(
-                "INSERT INTO journal_entries (seq, raft_index, data) VALUES (?1, ?2, ?3)",
-            )
-            .map_err(sql_err("restore the journal"))?;
         for (seq, raft_index, payload) in &entries {
-            st.execute(params![*seq as i64, *raft_index as i64, payload])
-                .map_err(sql_err("restore a journal entry"))?;
+            insert_entry(tx, *seq, *raft_index, payload)?;
         }
         self.next_seq = entries.last().map_or(0, |(s, _, _)| s + 1);
         Ok(())
@@ -186,13 +173,7 @@ impl StateMachine for AppendLog {
     }
 
     fn status(&self) -> Record {
-        let last = self
-            .next_seq
-            .checked_sub(1)
-            .map_or("-".to_string(), |s| s.to_string());
-        Record::new()
-            .field("last_seq", last)
-            .field("next_seq", self.next_seq)
+        seq_status(self.next_seq)
     }
 }
 
@@ -224,6 +205,37 @@ pub fn append_log_snapshot(conn: &Connection, index: u64) -> Result<Vec<u8>, Sto
         z.write_all(data).map_err(zerr)?;
     }
     z.finish().map_err(zerr)
+}
+
+/// The sequence number the next entry gets, from `journal_entries`.
+pub fn stored_next_seq(conn: &Connection) -> Result<u64, StorageError> {
+    let max: Option<i64> = conn
+        .query_row("SELECT MAX(seq) FROM journal_entries", [], |r| r.get(0))
+        .map_err(sql_err("read the last sequence number"))?;
+    Ok(max.map_or(0, |m| m as u64 + 1))
+}
+
+/// Stores one entry of the journal.
+pub fn insert_entry(
+    tx: &Transaction<'_>,
+    seq: u64,
+    index: u64,
+    data: &[u8],
+) -> Result<(), StorageError> {
+    tx.prepare_cached("INSERT INTO journal_entries (seq, raft_index, data) VALUES (?1, ?2, ?3)")
+        .and_then(|mut st| st.execute(params![seq as i64, index as i64, data]))
+        .map(|_| ())
+        .map_err(sql_err("append a journal entry"))
+}
+
+/// `status` fields of a journal whose next entry gets `next_seq`.
+pub fn seq_status(next_seq: u64) -> Record {
+    let last = next_seq
+        .checked_sub(1)
+        .map_or("-".to_string(), |s| s.to_string());
+    Record::new()
+        .field("last_seq", last)
+        .field("next_seq", next_seq)
 }
 
 /// Answers `op` from `journal_entries`; `item` turns each row (seq, raft

@@ -23,8 +23,8 @@ mod tests;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::journal::state_machine::{
-    append_log_snapshot, decode_snapshot, read_entries, ApplyOutcome, CommittedEntry, ReadOp,
-    ReadReply, Snapshotter, StateMachine,
+    append_log_snapshot, decode_snapshot, insert_entry, read_entries, seq_status, stored_next_seq,
+    ApplyOutcome, CommittedEntry, ReadOp, ReadReply, Snapshotter, StateMachine,
 };
 use crate::journal::storage::StorageError;
 use crate::proto::{ExitCode, Record};
@@ -87,10 +87,7 @@ fn raw_body(data: &[u8]) -> &[u8] {
 
 impl StateMachine for ConfigMachine {
     fn load(&mut self, conn: &Connection) -> Result<(), StorageError> {
-        let max: Option<i64> = conn
-            .query_row("SELECT MAX(seq) FROM journal_entries", [], |r| r.get(0))
-            .map_err(sql_err("read the last sequence number"))?;
-        self.next_seq = max.map_or(0, |m| m as u64 + 1);
+        self.next_seq = stored_next_seq(conn)?;
         // Whatever was pending belonged to a batch that did not commit.
         self.changes.clear();
         self.applied.clear();
@@ -218,24 +215,6 @@ impl StateMachine for ConfigMachine {
     }
 
     fn status(&self) -> Record {
-        let last = self
-            .next_seq
-            .checked_sub(1)
-            .map_or("-".to_string(), |s| s.to_string());
-        Record::new()
-            .field("last_seq", last)
-            .field("next_seq", self.next_seq)
+        seq_status(self.next_seq)
     }
-}
-
-fn insert_entry(
-    tx: &Transaction<'_>,
-    seq: u64,
-    index: u64,
-    data: &[u8],
-) -> Result<(), StorageError> {
-    tx.prepare_cached("INSERT INTO journal_entries (seq, raft_index, data) VALUES (?1, ?2, ?3)")
-        .and_then(|mut st| st.execute(params![seq as i64, index as i64, data]))
-        .map(|_| ())
-        .map_err(sql_err("append a journal entry"))
 }
