@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pact::journal::client::JournalClient;
-use support::checks::{check_real_time_order, Outcomes};
+use support::checks::{check_real_time_order, writers_with};
 use support::JOURNAL;
 
 fn ip(args: &[&str]) -> bool {
@@ -254,31 +254,9 @@ fn journal_silent_partition_of_the_leader_in_network_namespaces() {
     let endpoints: Vec<String> = (1..=3).map(|i| net.addr(i, 9443)).collect();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let out = Arc::new(std::sync::Mutex::new(Outcomes::default()));
-    let writers: Vec<_> = (0..3)
-        .map(|t| {
-            let mut client = JournalClient::new(endpoints.clone(), Duration::from_secs(5));
-            let (stop, out) = (stop.clone(), out.clone());
-            std::thread::spawn(move || {
-                let mut k = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let payload = format!("n{t}-{k}");
-                    k += 1;
-                    let sent = Instant::now();
-                    let r = client.append(payload.as_bytes());
-                    let mut o = out.lock().unwrap();
-                    match r {
-                        Ok(seq) => {
-                            o.spans.push((sent, Instant::now(), seq));
-                            o.acked.push((seq, payload));
-                        }
-                        Err(e) if e.is_indeterminate() => o.maybe.push(payload),
-                        Err(_) => o.failed.push(payload),
-                    }
-                }
-            })
-        })
-        .collect();
+    let (out, writers) = writers_with(3, stop.clone(), || {
+        JournalClient::new(endpoints.clone(), Duration::from_secs(5))
+    });
     std::thread::sleep(Duration::from_millis(800));
     net.isolate(old, true);
     let cut_at = Instant::now();

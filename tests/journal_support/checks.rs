@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pact::journal::client::JournalClient;
+
 use super::Cluster;
 
 /// What the writers saw.
@@ -34,10 +36,20 @@ pub fn writers(
     n: usize,
     stop: Arc<AtomicBool>,
 ) -> (Arc<Mutex<Outcomes>>, Vec<std::thread::JoinHandle<()>>) {
+    writers_with(n, stop, || cluster.any_client(Duration::from_secs(5)))
+}
+
+/// `n` writer threads, each with a client from `client`, appending unique
+/// payloads until `stop`; every outcome is recorded.
+pub fn writers_with(
+    n: usize,
+    stop: Arc<AtomicBool>,
+    mut client: impl FnMut() -> JournalClient,
+) -> (Arc<Mutex<Outcomes>>, Vec<std::thread::JoinHandle<()>>) {
     let out = Arc::new(Mutex::new(Outcomes::default()));
     let mut handles = Vec::new();
     for t in 0..n {
-        let mut client = cluster.any_client(Duration::from_secs(5));
+        let mut client = client();
         let (out, stop) = (out.clone(), stop.clone());
         handles.push(std::thread::spawn(move || {
             let mut k = 0;
