@@ -175,13 +175,18 @@ pub fn spawn_service(spec: &ServiceSpec, place: &Placement<'_>) -> io::Result<Sp
     })
 }
 
-/// The agent's own `oom_score_adj`, which a child starts with.
+/// The agent's own `oom_score_adj`, which a child starts with. The agent
+/// sets it once at start-up, before its first spawn, so it is read once
+/// (not on every restart).
 fn own_oom_score_adj() -> Option<i32> {
-    std::fs::read_to_string("/proc/self/oom_score_adj")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    static OWN: std::sync::OnceLock<Option<i32>> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/oom_score_adj")
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 fn cstring(s: &OsStr) -> io::Result<CString> {
