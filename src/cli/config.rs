@@ -437,19 +437,12 @@ fn promote(o: &Opts<'_>, timeout: Duration) -> CliResult {
         (false, true) => "keep-local",
         (false, false) => "report",
     };
-    let mut words = vec![
+    let words = vec![
         "promote".to_string(),
         node.to_string(),
         format!("resolution={resolution}"),
     ];
-    words.extend(author_words(o));
-    let r = client(o, timeout)
-        .write(&line(&words), None)
-        .map_err(failed)?;
-    let f = ok_fields(&r);
-    if o.json {
-        println!("{}", output::json_object(&f));
-    } else {
+    write_report(o, timeout, words, None, |f| {
         print!("{text}");
         eprintln!(
             "Promoted node {node}'s deltas into vcluster {} (overlay version {}); deltas superseded: seq {}{}",
@@ -461,8 +454,7 @@ fn promote(o: &Opts<'_>, timeout: Duration) -> CliResult {
                 _ => String::new(),
             }
         );
-    }
-    Ok(0)
+    })
 }
 
 fn watch(o: &Opts<'_>, timeout: Duration) -> CliResult {
