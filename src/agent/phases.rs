@@ -97,7 +97,9 @@ impl Agent {
         let now = Instant::now();
         let ms = now.saturating_duration_since(self.started).as_secs_f64() * 1000.0;
         match &result {
-            Ok(()) => log::info!(target: "agent::boot", "{} done at {ms:.1} ms", phase.as_str()),
+            // Debug only: the "node ready" line sums the phases up. A boot
+            // console is often a serial line, where every line costs.
+            Ok(()) => log::debug!(target: "agent::boot", "{} done at {ms:.1} ms", phase.as_str()),
             Err(e) => log::error!(target: "agent::boot", "{} failed: {e}", phase.as_str()),
         }
         self.boot.on_result(now, phase, result);
@@ -342,11 +344,18 @@ impl Agent {
     pub(super) fn on_boot_ready(&mut self, now: Instant) {
         self.ready_at = Some(now);
         let ms = now.saturating_duration_since(self.started).as_secs_f64() * 1000.0;
+        let phases: Vec<String> = self
+            .boot
+            .completed
+            .iter()
+            .map(|(p, at)| format!("{} {:.0}", p.as_str(), at.as_secs_f64() * 1000.0))
+            .collect();
         log::info!(
             target: "agent::boot",
-            "node ready: {} service(s) running, {ms:.1} ms after agent start, {:.1} ms after kernel start",
+            "node ready: {} service(s) running, {ms:.1} ms after agent start, {:.1} ms after kernel start (phases done at ms: {})",
             self.sup.records().len(),
-            self.kernel_ms_at_start + ms
+            self.kernel_ms_at_start + ms,
+            phases.join(", ")
         );
         if let Err(e) = readiness::mark_ready(&self.cfg.ready_file()) {
             log::warn!(target: "agent::boot", "cannot write {}: {e}", self.cfg.ready_file().display());

@@ -5,6 +5,8 @@
 //! - the target's own: the nine example services alone, no journal
 //!   (`pact.config=/etc/pact/agent-nine.toml`; read from the agent's
 //!   "node ready" line on the console);
+//! - the agent's fixed cost: the same with no services
+//!   (`pact.config=/etc/pact/agent-zero.toml`);
 //! - the test image's 13 services (with `pact.test=bench`: the vmcheck
 //!   service also reports the agent's RSS at Ready and the cost of the
 //!   pieces of a spawn under emulation).
@@ -42,13 +44,40 @@ struct Boot {
     micro: String,
 }
 
-fn boot(img: &Path, smp: &str, nine: bool) -> Option<Boot> {
+/// A boot configuration: its kernel command line words, and whether Ready
+/// is read from the agent's "node ready" line (else from vmcheck).
+struct Setup {
+    scenario: &'static str,
+    what: &'static str,
+    from_ready_line: bool,
+    target: bool,
+}
+
+const SETUPS: [Setup; 3] = [
+    Setup {
+        scenario: "nine pact.config=/etc/pact/agent-nine.toml",
+        what: "the 9 example services, no journal",
+        from_ready_line: true,
+        target: true,
+    },
+    Setup {
+        scenario: "nine pact.config=/etc/pact/agent-zero.toml",
+        what: "no services: the agent's own fixed cost",
+        from_ready_line: true,
+        target: false,
+    },
+    Setup {
+        scenario: "bench",
+        what: "13 services: the 9 example services + 4 test services",
+        from_ready_line: false,
+        target: false,
+    },
+];
+
+fn boot(img: &Path, smp: &str, setup: &Setup) -> Option<Boot> {
     let start = Instant::now();
-    let scenario = if nine {
-        "nine pact.config=/etc/pact/agent-nine.toml"
-    } else {
-        "bench"
-    };
+    let scenario = setup.scenario;
+    let nine = setup.from_ready_line;
     let mut child = command::qemu(img, scenario, smp)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -66,17 +95,27 @@ fn boot(img: &Path, smp: &str, nine: bool) -> Option<Boot> {
     let deadline = Instant::now() + Duration::from_secs(180);
     for line in BufReader::new(out).lines().map_while(Result::ok) {
         // "node ready: 9 service(s) running, 93.1 ms after agent start,
-        // 2100.0 ms after kernel start"
+        // 2100.0 ms after kernel start (phases done at ms: ...)"
         if nine && line.contains("node ready:") {
-            let nums: Vec<f64> = line
-                .split([' ', ','])
-                .filter_map(|w| w.parse().ok())
-                .collect();
-            if let [_, ready, kernel_total] = nums[..] {
+            let before = |what: &str| -> Option<f64> {
+                let head = &line[..line.find(what)?];
+                head.rsplit([' ', ','])
+                    .find(|w| !w.is_empty())?
+                    .parse()
+                    .ok()
+            };
+            if let (Some(ready), Some(kernel_total)) = (
+                before(" ms after agent start"),
+                before(" ms after kernel start"),
+            ) {
                 b.ready_ms = ready;
                 b.kernel_ms = kernel_total - ready;
                 b.host_ready_s = start.elapsed().as_secs_f64();
             }
+            b.micro = line
+                .split_once("(phases done at ms: ")
+                .map(|(_, p)| p.trim_end_matches(')').to_string())
+                .unwrap_or_default();
             break;
         }
         if line.contains("VMCHECK: READY") {
@@ -115,13 +154,14 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
     let smp = std::env::var("PACT_BENCH_SMP").unwrap_or_else(|_| "2".to_string());
-    for nine in [true, false] {
-        let boots: Vec<Boot> = (0..n).filter_map(|_| boot(&img, &smp, nine)).collect();
-        report(&boots, &smp, nine);
+    for setup in &SETUPS {
+        let boots: Vec<Boot> = (0..n).filter_map(|_| boot(&img, &smp, setup)).collect();
+        report(&boots, &smp, setup);
     }
 }
 
-fn report(boots: &[Boot], smp: &str, nine: bool) {
+fn report(boots: &[Boot], smp: &str, setup: &Setup) {
+    let nine = setup.from_ready_line;
     let k = median(boots.iter().map(|b| b.kernel_ms).collect());
     let r = median(boots.iter().map(|b| b.ready_ms).collect());
     let share = median(
@@ -131,17 +171,13 @@ fn report(boots: &[Boot], smp: &str, nine: bool) {
             .collect(),
     );
     let host = median(boots.iter().map(|b| b.host_ready_s).collect());
-    let what = if nine {
-        "the 9 example services, no journal"
-    } else {
-        "13 services: the 9 example services + 4 test services"
-    };
+    let what = setup.what;
     println!(
         "\npact-agent boot under qemu (TCG, -smp {smp}, 512 MiB; {} boots, medians; {what})\n",
         boots.len()
     );
     println!("   kernel start -> agent exec:   {k:.0} ms");
-    if nine {
+    if setup.target {
         println!("   agent exec -> Ready:          {r:.0} ms   (target <= 100 ms)");
     } else {
         println!("   agent exec -> Ready:          {r:.0} ms");
@@ -162,5 +198,8 @@ fn report(boots: &[Boot], smp: &str, nine: bool) {
             b.kernel_ms,
             b.ready_ms
         );
+        if nine && !b.micro.is_empty() {
+            println!("           phases done at (ms): {}", b.micro);
+        }
     }
 }

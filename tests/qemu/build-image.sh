@@ -94,6 +94,10 @@ install -m 644 "$here/agent.toml" "$r/etc/pact/agent.toml"
 sed 's|@BIN@|/usr/bin|g' "$top/examples/services.toml" > "$r/etc/pact/services-nine.toml"
 sed -e 's|^services_file = .*|services_file = "/etc/pact/services-nine.toml"|' \
     -e 's|^stall_hook = true|stall_hook = false|' "$here/agent.toml" > "$r/etc/pact/agent-nine.toml"
+# Its third: the same boot with no services (the agent's own fixed cost).
+printf '[vcluster.ml-training]\n' > "$r/etc/pact/services-zero.toml"
+sed -e 's|^services_file = .*|services_file = "/etc/pact/services-zero.toml"|' \
+    -e 's|^stall_hook = true|stall_hook = false|' "$here/agent.toml" > "$r/etc/pact/agent-zero.toml"
 printf 'root:x:0:0:root:/:/sbin/nologin\n' > "$r/etc/passwd"
 printf 'root:x:0:\n' > "$r/etc/group"
 for ko in $(modfiles i6300esb); do

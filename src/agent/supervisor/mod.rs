@@ -168,7 +168,9 @@ impl Supervisor {
         r.started_at = Some(now);
         r.oom_in_run = false;
         r.status_text = None;
-        log::info!(target: "agent::supervisor", "{service}: started (pid {pid})");
+        // One console line per service: "running (pid …)" follows when it
+        // is ready; a start that never gets there is reported on its own.
+        log::debug!(target: "agent::supervisor", "{service}: started (pid {pid})");
         if r.spec.ready == ReadyMode::Spawned && !r.probes() {
             self.mark_ready(now, i);
         } else {
@@ -544,7 +546,7 @@ impl Supervisor {
                     }
                 }
                 None => {
-                    log::info!(target: "agent::supervisor", "{}: new service", spec.name);
+                    log::debug!(target: "agent::supervisor", "{}: new service", spec.name);
                     next.push(Record::new(spec.clone(), now));
                 }
             }
@@ -599,10 +601,11 @@ impl Supervisor {
         }
         log::info!(
             target: "agent::supervisor",
-            "{}: running{}",
+            "{}: running (pid {}{})",
             r.spec.name,
+            r.pid.map_or_else(|| "-".to_string(), |p| p.to_string()),
             r.started_at
-                .map(|t| format!(" (ready after {:.3}s)", now.saturating_duration_since(t).as_secs_f64()))
+                .map(|t| format!(", ready after {:.3}s", now.saturating_duration_since(t).as_secs_f64()))
                 .unwrap_or_default()
         );
     }
@@ -847,15 +850,18 @@ impl Supervisor {
     }
 }
 
-/// Probe delay while a service is starting: 50 ms doubling, capped by the
-/// check's interval.
+/// Probe delay while a service is starting: 10 ms, then 10 ms longer after
+/// each failed probe, at most 500 ms and the check's interval. A probe on
+/// loopback is cheap, and a service that is up at 60 ms should not wait
+/// for a doubling schedule's 150 ms (the boot's Ready waits for it).
 fn starting_probe_delay(r: &Record, attempt: u32) -> Duration {
     let interval = r
         .spec
         .health
         .as_ref()
         .map_or(Duration::from_secs(1), |h| h.interval);
-    Duration::from_millis(50)
-        .saturating_mul(1 << attempt.min(16))
+    Duration::from_millis(10)
+        .saturating_mul(attempt.saturating_add(1))
+        .min(Duration::from_millis(500))
         .min(interval)
 }
