@@ -114,6 +114,11 @@ pub struct Agent {
     pub(super) pull_deadline: Option<Instant>,
     /// The declaration file reloads re-read.
     pub(super) services_file: Option<PathBuf>,
+    /// The declarations file being read ahead for PullOverlay.
+    pub(super) prefetched: Option<(
+        PathBuf,
+        std::thread::JoinHandle<super::phases::Declarations>,
+    )>,
     pub(super) cgroups: Option<CgroupTree>,
     signals: SignalFd,
     pub(super) control: ControlServer,
@@ -209,6 +214,7 @@ impl Agent {
             journal_cache: None,
             pull_deadline: None,
             services_file,
+            prefetched: None,
             cgroups: None,
             signals,
             control,

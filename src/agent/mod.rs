@@ -125,19 +125,28 @@ pub fn cache_services(from: &Path, to: &Path) {
 pub fn main() -> i32 {
     let started = Instant::now();
     let pid1 = pid1::is_pid1();
-    let mounted = if pid1 {
-        pid1::mount_pseudo_filesystems()
-    } else {
-        vec![]
-    };
     // Block the handled signals before anything else can start a thread.
     let signals = match signals::SignalFd::open() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("pact-agent: signalfd: {e}");
+            if pid1 {
+                pid1::mount_pseudo_filesystems();
+            }
             return fatal(pid1, 1);
         }
     };
+    // As PID 1, the pseudo-filesystems are mounted on a helper thread while
+    // this one reads the configuration (neither needs the other); joined
+    // below, before anything else happens.
+    let mounter = pid1
+        .then(|| {
+            std::thread::Builder::new()
+                .name("mounts".into())
+                .spawn(pid1::mount_pseudo_filesystems)
+                .ok()
+        })
+        .flatten();
     let args = match parse_args() {
         Ok(Some(a)) => a,
         Ok(None) => return 0,
@@ -158,6 +167,12 @@ pub fn main() -> i32 {
     let (mut file, config_error) = match AgentFile::load(&config_path, explicit) {
         Ok(f) => (f, None),
         Err(e) => (AgentFile::default(), Some(e)),
+    };
+    let mounted = match mounter.map(std::thread::JoinHandle::join) {
+        Some(Ok(m)) => m,
+        Some(Err(_)) => vec!["(the mount thread panicked)".to_string()],
+        None if pid1 => pid1::mount_pseudo_filesystems(),
+        None => vec![],
     };
     if let Some(d) = &args.state_dir {
         file.agent.state_dir = Some(d.clone());

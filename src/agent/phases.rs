@@ -39,6 +39,9 @@ impl Agent {
             }
             match phase {
                 Phase::InitHardware => {
+                    if attempt == 1 {
+                        self.prefetch_declarations();
+                    }
                     let r = self.init_hardware(now);
                     self.phase_done(now, phase, r);
                 }
@@ -100,7 +103,11 @@ impl Agent {
             // Debug only: the "node ready" line sums the phases up. A boot
             // console is often a serial line, where every line costs.
             Ok(()) => log::debug!(target: "agent::boot", "{} done at {ms:.1} ms", phase.as_str()),
-            Err(e) => log::error!(target: "agent::boot", "{} failed: {e}", phase.as_str()),
+            Err(e) => {
+                log::error!(target: "agent::boot", "{} failed: {e}", phase.as_str());
+                // A retry reads the file again, when it runs.
+                self.prefetched = None;
+            }
         }
         self.boot.on_result(now, phase, result);
         if let super::boot::BootState::Failed { phase, reason } = &self.boot.state {
@@ -136,16 +143,34 @@ impl Agent {
     /// cgroup tree, kernel modules, sysctls, and the watchdog once its
     /// driver is loaded.
     fn init_hardware(&mut self, now: Instant) -> Result<(), String> {
-        if self.cgroups.is_none() {
-            self.cgroups = self.open_cgroups();
-        }
         let dir = self
             .cfg
             .boot
             .modules_dir
             .clone()
             .unwrap_or_else(hardware::default_modules_dir);
-        let loaded = hardware::load_modules(&self.cfg.boot.modules, &dir);
+        // Loading modules is mostly the kernel's work (relocation, driver
+        // probe), and so is building the cgroup tree: the modules load on
+        // a helper thread meanwhile, joined before the phase ends.
+        let modules = self.cfg.boot.modules.clone();
+        let loader = (!modules.is_empty())
+            .then(|| {
+                let dir = dir.clone();
+                std::thread::Builder::new()
+                    .name("modules".into())
+                    .spawn(move || hardware::load_modules(&modules, &dir))
+                    .ok()
+            })
+            .flatten();
+        if self.cgroups.is_none() {
+            self.cgroups = self.open_cgroups();
+        }
+        let loaded = match loader {
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err("the module loader panicked".to_string())),
+            None => hardware::load_modules(&self.cfg.boot.modules, &dir),
+        };
         if let Ok(m) = &loaded {
             if !m.is_empty() {
                 log::info!(target: "agent::boot", "loaded kernel modules: {}", m.join(" "));
@@ -210,7 +235,13 @@ impl Agent {
         let mut error = None;
         let mut loaded = None;
         if let Some(path) = self.services_file.clone() {
-            match self.load_declarations(&path) {
+            let read = match self.prefetched.take() {
+                Some((p, h)) if p == path => h
+                    .join()
+                    .unwrap_or_else(|_| Err(format!("{}: the reader panicked", p.display()))),
+                _ => self.load_declarations(&path),
+            };
+            match read {
                 Ok(d) => {
                     super::cache_services(&path, &cached);
                     loaded = Some((d, path.display().to_string()));
@@ -255,21 +286,30 @@ impl Agent {
     }
 
     /// Services and the rest of the overlay from one declaration file.
-    pub(super) fn load_declarations(
-        &self,
-        path: &std::path::Path,
-    ) -> Result<(ServiceSet, Overlay), String> {
-        let vc = self.cfg.vcluster.clone();
-        let src = crate::config::Source::read(path).map_err(|e| e.to_string())?;
-        let set = ServiceSet::parse(&src, vc.as_deref(), &CheckEnv::default())
-            .map_err(|e| e.to_string())?;
-        let mut overlay = Overlay::default();
-        for spec in parse_spec(&src).map_err(|e| e.to_string())? {
-            if spec.vcluster == set.vcluster || (set.vcluster.is_empty() && vc.is_none()) {
-                overlay.merge(&spec);
-            }
+    pub(super) fn load_declarations(&self, path: &std::path::Path) -> Declarations {
+        read_declarations(path, self.cfg.vcluster.as_deref())
+    }
+
+    /// At the first InitHardware: read and parse the local declarations
+    /// file on a helper thread while the hardware is set up, for
+    /// PullOverlay to take (when it reads that file: no journal). Parsing
+    /// TOML is plain computation, which a second CPU does meanwhile; the
+    /// phase still reports, and fails, in its own turn.
+    pub(super) fn prefetch_declarations(&mut self) {
+        if !self.cfg.journal.endpoints.is_empty() || self.prefetched.is_some() {
+            return;
         }
-        Ok((set, overlay))
+        let Some(path) = self.services_file.clone() else {
+            return;
+        };
+        let vc = self.cfg.vcluster.clone();
+        let p = path.clone();
+        if let Ok(h) = std::thread::Builder::new()
+            .name("declarations".into())
+            .spawn(move || read_declarations(&p, vc.as_deref()))
+        {
+            self.prefetched = Some((path, h));
+        }
     }
 
     /// The apply worker reported.
@@ -362,4 +402,21 @@ impl Agent {
         }
         self.bind_ready_socket();
     }
+}
+
+/// A declaration file's services and the rest of its overlay.
+pub(super) type Declarations = Result<(ServiceSet, Overlay), String>;
+
+/// Services and the rest of the overlay of vCluster `vc` from one
+/// declaration file.
+fn read_declarations(path: &std::path::Path, vc: Option<&str>) -> Declarations {
+    let src = crate::config::Source::read(path).map_err(|e| e.to_string())?;
+    let set = ServiceSet::parse(&src, vc, &CheckEnv::default()).map_err(|e| e.to_string())?;
+    let mut overlay = Overlay::default();
+    for spec in parse_spec(&src).map_err(|e| e.to_string())? {
+        if spec.vcluster == set.vcluster || (set.vcluster.is_empty() && vc.is_none()) {
+            overlay.merge(&spec);
+        }
+    }
+    Ok((set, overlay))
 }
