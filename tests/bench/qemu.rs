@@ -27,8 +27,11 @@ fn num(line: &str, key: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+/// The median of the measured values (a boot that did not report one
+/// leaves NaN, which is left out).
+fn median(v: Vec<f64>) -> f64 {
+    let mut v: Vec<f64> = v.into_iter().filter(|x| !x.is_nan()).collect();
+    v.sort_by(f64::total_cmp);
     if v.is_empty() {
         f64::NAN
     } else {
@@ -42,6 +45,8 @@ struct Boot {
     rss_kb: f64,
     host_ready_s: f64,
     micro: String,
+    /// The console's last lines, shown for a boot that never got Ready.
+    tail: std::collections::VecDeque<String>,
 }
 
 /// A boot configuration: its kernel command line words, and whether Ready
@@ -91,9 +96,14 @@ fn boot(img: &Path, smp: &str, setup: &Setup) -> Option<Boot> {
         rss_kb: f64::NAN,
         host_ready_s: f64::NAN,
         micro: String::new(),
+        tail: Default::default(),
     };
     let deadline = Instant::now() + Duration::from_secs(180);
     for line in BufReader::new(out).lines().map_while(Result::ok) {
+        if b.tail.len() == 12 {
+            b.tail.pop_front();
+        }
+        b.tail.push_back(line.clone());
         // "node ready: 9 service(s) running, 93.1 ms after agent start,
         // 2100.0 ms after kernel start (phases done at ms: ...)"
         if nine && line.contains("node ready:") {
@@ -200,6 +210,12 @@ fn report(boots: &[Boot], smp: &str, setup: &Setup) {
         );
         if nine && !b.micro.is_empty() {
             println!("           phases done at (ms): {}", b.micro);
+        }
+        if b.ready_ms.is_nan() {
+            println!("           no Ready; the console's last lines:");
+            for l in &b.tail {
+                println!("           | {l}");
+            }
         }
     }
 }
