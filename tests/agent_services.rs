@@ -201,6 +201,17 @@ fn raw(node: &Node, bytes: &[u8], finals: usize) -> Vec<String> {
     lines
 }
 
+/// Send raw bytes and end the stream; everything the server answers.
+fn raw_to_end(node: &Node, bytes: &[u8]) -> Vec<String> {
+    let mut s = UnixStream::connect(node.socket()).unwrap();
+    s.set_read_timeout(Some(5 * S)).unwrap();
+    s.write_all(bytes).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.lines().map(str::to_string).collect()
+}
+
 #[test]
 fn control_socket_survives_bad_input() {
     if skip("control_socket_survives_bad_input") {
@@ -217,8 +228,8 @@ fn control_socket_survives_bad_input() {
     // connection goes on and later requests are answered in order.
     let out = raw(
         &node,
-        b"frobnicate\nservice status \"a\nservice status a +99999999\nservice status a +12x\nhello\n",
-        5,
+        b"frobnicate\nservice status \"a\nservice status a +12x\nhello\n",
+        4,
     );
     let finals: Vec<&String> = out
         .iter()
@@ -226,12 +237,33 @@ fn control_socket_survives_bad_input() {
         .collect();
     assert!(finals[0].starts_with("err 3 unknown request"), "{out:?}");
     assert!(finals[1].starts_with("err 3 bad quoting"), "{out:?}");
+    assert!(finals[2].starts_with("err 3 bad body length"), "{out:?}");
+    assert!(finals[3].starts_with("ok name=pact-agent"), "{out:?}");
+    // A body over the limit: refused before it is read, then skipped (the
+    // request inside it is not run), and the connection goes on.
+    let mut bytes = b"service status a +2000\nshutdown\n".to_vec(); // 9 + 1991
+    bytes.resize(bytes.len() + 1991, b'.');
+    bytes.extend_from_slice(b"hello\n");
+    let out = raw_to_end(&node, &bytes);
+    let finals: Vec<&String> = out
+        .iter()
+        .filter(|l| l.starts_with("ok") || l.starts_with("err"))
+        .collect();
+    assert_eq!(finals.len(), 2, "{out:?}");
     assert!(
-        finals[2].starts_with("err 3 body of 99999999 bytes exceeds"),
+        finals[0].starts_with("err 3 body of 2000 bytes exceeds"),
         "{out:?}"
     );
-    assert!(finals[3].starts_with("err 3 bad body length"), "{out:?}");
-    assert!(finals[4].starts_with("ok name=pact-agent"), "{out:?}");
+    assert!(finals[1].starts_with("ok name=pact-agent"), "{out:?}");
+    // The client's end of stream: the requests before it are answered,
+    // one cut off by it is named and not run.
+    let out = raw_to_end(&node, b"hello\nhello\nservice restart a +5\nab");
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert!(out[0].starts_with("ok name=") && out[1].starts_with("ok name="));
+    assert_eq!(
+        out[2],
+        "err 3 the connection ended inside a request (an unfinished line or body); it was not run"
+    );
     // An over-long line loses framing: one error, then the server closes.
     let mut long = vec![b'x'; 1000];
     long.push(b'\n');

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use support::{Cluster, Options, JOURNAL};
 
+const PACT: &str = env!("CARGO_BIN_EXE_pact");
+
 fn line(s: &TcpStream) -> String {
     let mut l = String::new();
     let _ = BufReader::new(s).read_line(&mut l);
@@ -43,6 +45,85 @@ fn journal_client_limits_are_explicit_errors() {
         l.starts_with("err 3") && l.contains("exceeds the limit of 1024"),
         "{l}"
     );
+    // Its body is skipped, never run as requests (it holds one here), and
+    // the connection goes on: a body of exactly the limit is taken.
+    let mut body = b"append +1\nX\n".to_vec();
+    body.resize(1025, b'.');
+    s.write_all(&body).unwrap();
+    s.write_all(b"append +1024\n").unwrap();
+    s.write_all(&[b'y'; 1024]).unwrap();
+    s.write_all(b"range 0 100\n").unwrap();
+    let mut r = BufReader::new(&s);
+    let mut lines = Vec::new();
+    // (The entry's body has no newline: `ok count=` ends its line.)
+    while lines
+        .last()
+        .is_none_or(|l: &String| !l.contains("ok count="))
+    {
+        let mut l = String::new();
+        if r.read_line(&mut l).unwrap_or(0) == 0 {
+            break;
+        }
+        lines.push(l);
+    }
+    assert!(lines[0].starts_with("ok seq="), "{lines:?}");
+    assert!(lines.last().unwrap().ends_with("ok count=1\n"), "{lines:?}");
+    // A client's end of stream inside a request: the complete requests
+    // before it are answered, the cut-off one is named, then the close.
+    let s = connect(&c);
+    (&s).write_all(b"status\nappend +5\nabc").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = String::new();
+    BufReader::new(&s).read_to_string(&mut rest).unwrap();
+    assert!(
+        rest.contains("role=leader") && rest.contains("\nok\n"),
+        "{rest}"
+    );
+    assert!(
+        rest.ends_with("err 3 the connection ended inside a request (an unfinished line or body); it was not run\n"),
+        "{rest}"
+    );
+    // The CLI, with a file over the limit: the refusal, not "indeterminate".
+    let big = c.dir.join("big.bin");
+    std::fs::write(&big, vec![b'z'; 200_000]).unwrap();
+    let out = Command::new(PACT)
+        .args(["--timeout", "20", "journal", "-e"])
+        .arg(c.node(1).client.to_string())
+        .arg("append")
+        .arg(&big)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("exceeds the limit of 1024"), "{err}");
+    // A node that accepts but never answers is left for the next endpoint
+    // (a read waits a little over the server's request timeout), and the
+    // timeout is named as one.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoints = format!("{},{}", hung.local_addr().unwrap(), c.node(1).client);
+    let started = Instant::now();
+    let out = Command::new(PACT)
+        .args(["--timeout", "30", "journal", "-e", &endpoints, "get", "0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(out.stdout, vec![b'y'; 1024]);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let out = Command::new(PACT)
+        .args(["--timeout", "2", "journal", "-e"])
+        .arg(hung.local_addr().unwrap().to_string())
+        .arg("status")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("no answer within 2.0 s"), "{err}");
+    drop(hung);
     // A line over the limit: the connection lost framing and is closed.
     let mut s = connect(&c);
     s.write_all(&[b'a'; 300]).unwrap();

@@ -181,11 +181,9 @@ impl ControlServer {
         }
         let inputs = self.pending_inputs(t);
         if let Some(c) = self.conns.get_mut(&t) {
-            if eof && inputs.is_empty() && c.mode != Mode::Busy {
-                self.close(registry, t);
-                return vec![];
-            }
             if eof {
+                // Closed by sync_interest once every complete request is
+                // answered and the answers are sent.
                 c.close_after_flush = true;
             }
         }
@@ -194,8 +192,17 @@ impl ControlServer {
     }
 
     /// The next request of an idle connection (one at a time, answered
-    /// in order).
-    pub fn pending_inputs(&mut self, t: Token) -> Vec<Input> {
+    /// in order). With none, a connection whose client has ended its
+    /// stream is closed (or told its last request was cut off).
+    pub fn next_inputs(&mut self, registry: &Registry, t: Token) -> Vec<Input> {
+        let inputs = self.pending_inputs(t);
+        if inputs.is_empty() {
+            self.sync_interest(registry, t);
+        }
+        inputs
+    }
+
+    fn pending_inputs(&mut self, t: Token) -> Vec<Input> {
         let Some(c) = self.conns.get_mut(&t) else {
             return vec![];
         };
@@ -265,10 +272,6 @@ impl ControlServer {
     pub fn finish(&mut self, registry: &Registry, t: Token) {
         if let Some(c) = self.conns.get_mut(&t) {
             c.mode = Mode::Idle;
-            if c.close_after_flush && c.out.is_empty() && c.reader.is_empty() {
-                self.close(registry, t);
-                return;
-            }
         }
         self.sync_interest(registry, t);
     }
@@ -283,9 +286,26 @@ impl ControlServer {
         let Some(c) = self.conns.get_mut(&t) else {
             return;
         };
-        if c.close_after_flush && c.out.is_empty() && c.mode != Mode::Busy {
-            self.close(registry, t);
-            return;
+        if c.close_after_flush && c.mode != Mode::Busy {
+            // After the client's end of stream: input left that is not a
+            // whole request was cut off by that end; it is not run, and
+            // the client is told so. Whole ones are answered first.
+            if !c.broken && !c.reader.is_empty() && !c.reader.has_request() {
+                c.push_line(&crate::proto::err_line(
+                    crate::proto::ExitCode::Invalid,
+                    "the connection ended inside a request (an unfinished line or body); it was not run",
+                ));
+                c.broken = true;
+                if c.flush().is_err() {
+                    self.close(registry, t);
+                    return;
+                }
+            }
+            let more = !c.broken && c.reader.has_request() && c.mode == Mode::Idle;
+            if c.out.is_empty() && !more {
+                self.close(registry, t);
+                return;
+            }
         }
         let want_write = !c.out.is_empty();
         crate::util::net::sync_write_interest(

@@ -38,7 +38,7 @@ impl Agent {
                 }
             }
             // A connection that sent several requests gets them answered in order.
-            inputs = self.control.pending_inputs(t);
+            inputs = self.control.next_inputs(self.poll.registry(), t);
         }
         if !self.control.owns(t) {
             self.sources.remove(&t);
@@ -220,7 +220,7 @@ impl Agent {
                     let t = self.waiters.remove(i).token;
                     self.reply(t, vec![line]);
                     // Requests pipelined behind this one.
-                    let pending = self.control.pending_inputs(t);
+                    let pending = self.control.next_inputs(self.poll.registry(), t);
                     for input in pending {
                         match input {
                             Input::Request(t, r) => self.handle_request(t, r, now),

@@ -64,6 +64,24 @@ fn redirect_target(message: &str) -> Option<String> {
 /// journal that is down should not hold an admin for the whole timeout).
 const UNREACHABLE_GRACE: Duration = Duration::from_secs(10);
 
+/// How long one read attempt waits for its answer before the next
+/// endpoint is tried: a little over the server's own request timeout
+/// (default 5 s, after which it answers `err 5`), so a node that hangs
+/// (stopped, partitioned half-open) does not hold a read for the whole
+/// command timeout.
+const READ_ATTEMPT: Duration = Duration::from_secs(6);
+
+/// An I/O error as a person reads it: a socket timeout is not "resource
+/// temporarily unavailable".
+fn describe(e: &io::Error, waited: Duration) -> String {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            format!("no answer within {:.1} s", waited.as_secs_f64())
+        }
+        _ => e.to_string(),
+    }
+}
+
 fn connect(addr: &str, timeout: Duration) -> io::Result<Client<TcpStream>> {
     let sa = addr
         .to_socket_addrs()?
@@ -127,14 +145,25 @@ impl JournalClient {
     /// One request on the current (or first reachable) endpoint, no retries.
     /// `Err` means the connection failed; the request may have been sent.
     pub fn call(&mut self, line: &str, body: Option<&[u8]>) -> Result<Response, ClientError> {
+        self.call_within(line, body, self.timeout)
+    }
+
+    /// [`call`](Self::call) that waits at most `wait` for the answer.
+    fn call_within(
+        &mut self,
+        line: &str,
+        body: Option<&[u8]>,
+        wait: Duration,
+    ) -> Result<Response, ClientError> {
         self.ensure_connected(None)?;
         let Some((addr, c)) = self.current.as_mut() else {
             return Err(ClientError::new(ExitCode::Unreachable, "not connected"));
         };
+        let _ = c.get_mut().set_read_timeout(Some(wait));
         match c.call(line, body) {
             Ok(r) => Ok(r),
             Err(e) => {
-                let msg = format!("{addr}: {e}");
+                let msg = format!("{addr}: {}", describe(&e, wait));
                 self.current = None;
                 Err(ClientError::new(ExitCode::Unreachable, msg))
             }
@@ -158,9 +187,11 @@ impl JournalClient {
             let Some((addr, c)) = self.current.as_mut() else {
                 continue;
             };
+            let _ = c.get_mut().set_read_timeout(Some(self.timeout));
             let resp = match c.call(line, body) {
                 Ok(r) => r,
                 Err(e) => {
+                    let e = describe(&e, self.timeout);
                     let msg = format!(
                         "indeterminate: the connection to {addr} failed after the request was sent ({e}); it may have committed"
                     );
@@ -203,7 +234,9 @@ impl JournalClient {
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
-            let err = match self.call(line, None) {
+            // A node that does not answer is left for the next one.
+            let wait = self.timeout.min(READ_ATTEMPT);
+            let err = match self.call_within(line, None, wait) {
                 Ok(resp) => match &resp.outcome {
                     Outcome::Ok(_) => return Ok(resp),
                     Outcome::Err(code, msg) if *code == ExitCode::Unreachable as i32 => {
@@ -277,9 +310,21 @@ impl JournalClient {
         }
     }
 
-    /// The `status` records of the connected node (not redirected).
+    /// The `status` records of the first node that answers (not
+    /// redirected: a follower's view is what is asked for).
     pub fn status(&mut self) -> Result<Response, ClientError> {
-        let resp = self.call("status", None)?;
+        let wait = self.timeout.min(READ_ATTEMPT);
+        let mut tries = self.endpoints.len().max(1);
+        let resp = loop {
+            match self.call_within("status", None, wait) {
+                Ok(r) => break r,
+                Err(e) if tries > 1 => {
+                    tries -= 1;
+                    log::debug!(target: "journal::client", "{e}; trying the next endpoint");
+                }
+                Err(e) => return Err(e),
+            }
+        };
         match &resp.outcome {
             Outcome::Ok(_) => Ok(resp),
             Outcome::Err(c, m) => Err(ClientError {

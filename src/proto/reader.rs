@@ -13,6 +13,10 @@ pub struct LineReader {
     buf: Vec<u8>,
     /// A request whose body is still being read.
     pending: Option<Request>,
+    /// Bytes still to drop: the body of a request refused for its size.
+    /// The body is skipped, not read as requests, so framing holds and the
+    /// connection goes on after the `err` answer.
+    skip: usize,
 }
 
 impl LineReader {
@@ -21,6 +25,7 @@ impl LineReader {
             limits,
             buf: Vec::new(),
             pending: None,
+            skip: 0,
         }
     }
 
@@ -29,7 +34,9 @@ impl LineReader {
     /// Fails once the buffered, unparsed data can no longer be a valid
     /// request (a line longer than the limit with no newline yet).
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), ProtoError> {
-        self.buf.extend_from_slice(bytes);
+        let dropped = self.skip.min(bytes.len());
+        self.skip -= dropped;
+        self.buf.extend_from_slice(&bytes[dropped..]);
         if self.pending.is_none()
             && self.buf.len() > self.limits.max_line
             && !self.buf[..=self.limits.max_line].contains(&b'\n')
@@ -89,7 +96,18 @@ impl LineReader {
             return Ok(None);
         };
         let line: Vec<u8> = self.buf.drain(..=nl).collect();
-        let req = parse_line(&line[..nl], &self.limits)?;
+        let req = match parse_line(&line[..nl], &self.limits) {
+            Ok(r) => r,
+            Err(e) => {
+                if let ProtoError::BodyTooLarge { len, .. } = e {
+                    // Refused before reading: what follows is its body.
+                    let now = len.min(self.buf.len());
+                    self.buf.drain(..now);
+                    self.skip = len - now;
+                }
+                return Err(e);
+            }
+        };
         if req.body_len.unwrap_or(0) > 0 {
             self.pending = Some(req);
             return self.next_request();
@@ -99,7 +117,17 @@ impl LineReader {
 
     /// True when nothing is buffered (a clean end of stream).
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty() && self.pending.is_none()
+        self.buf.is_empty() && self.pending.is_none() && self.skip == 0
+    }
+
+    /// Whether [`next_request`](Self::next_request) has something to give
+    /// now (a request or a parse error). Buffered input without one is an
+    /// unfinished line or body, which no end of stream can complete.
+    pub fn has_request(&self) -> bool {
+        match &self.pending {
+            Some(req) => self.buf.len() >= req.body_len.unwrap_or(0),
+            None => self.buf.contains(&b'\n'),
+        }
     }
 }
 
@@ -194,5 +222,48 @@ mod tests {
         };
         let out = parse_stream(b"apply +5\n12345", limits);
         assert_eq!(out[0], Err(ProtoError::BodyTooLarge { len: 5, max: 4 }));
+    }
+
+    #[test]
+    fn an_oversized_body_is_skipped_not_run_as_requests() {
+        let limits = Limits {
+            max_body: 4,
+            ..Limits::default()
+        };
+        // All at once: the refused body holds a request line; it is dropped.
+        let out = parse_stream(b"append +12\nappend +1\nX\nstatus\n", limits);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0], Err(ProtoError::BodyTooLarge { len: 12, max: 4 }));
+        assert_eq!(out[1].as_ref().unwrap().words, ["status"]);
+        // In pieces: the rest of the body arrives after the refusal.
+        let mut r = LineReader::new(limits);
+        r.feed(b"append +10\nabc").unwrap();
+        assert!(r.has_request());
+        assert!(matches!(
+            r.next_request(),
+            Err(ProtoError::BodyTooLarge { .. })
+        ));
+        assert!(!r.has_request() && !r.is_empty());
+        r.feed(b"defg\nh").unwrap();
+        assert_eq!(r.next_request().unwrap(), None);
+        r.feed(b"i").unwrap();
+        assert!(r.is_empty());
+        r.feed(b"get 1\n").unwrap();
+        assert_eq!(r.next_request().unwrap().unwrap().words, ["get", "1"]);
+    }
+
+    #[test]
+    fn an_unfinished_request_is_told_apart_from_a_complete_one() {
+        let mut r = LineReader::new(Limits::default());
+        r.feed(b"get 0\nxx").unwrap();
+        assert!(r.has_request());
+        r.next_request().unwrap().unwrap();
+        assert!(!r.has_request() && !r.is_empty());
+        let mut r = LineReader::new(Limits::default());
+        r.feed(b"append +5\nabc").unwrap();
+        assert_eq!(r.next_request().unwrap(), None);
+        assert!(!r.has_request());
+        r.feed(b"de").unwrap();
+        assert!(r.has_request());
     }
 }

@@ -686,12 +686,18 @@ fn indeterminate(why: &str) -> String {
     err_line(ExitCode::Unreachable, &format!("indeterminate: {why}"))
 }
 
+/// Room above `max_body` for what wraps a client's body in a log entry.
+const ENTRY_ENVELOPE_BYTES: usize = 64 << 10;
+
 pub(crate) fn raft_config(s: &Settings) -> RaftConfig {
     let mut c = RaftConfig::new(s.node_id);
     c.heartbeat_ms = s.raft.heartbeat_ms;
     c.election_timeout_min_ms = s.raft.election_timeout_min_ms;
     c.election_timeout_max_ms = s.raft.election_timeout_max_ms;
-    c.max_entry_bytes = s.clients.max_body.0 as usize;
+    // A client's body (at most max_body) is stored with an envelope: a
+    // tag byte for a raw append, a JSON command around a config write.
+    // The frame limit leaves room for it (config: max_body + 2 MiB).
+    c.max_entry_bytes = s.clients.max_body.0 as usize + ENTRY_ENVELOPE_BYTES;
     c.rng_seed = crate::util::rng::Rng::from_entropy().next_u64();
     c
 }

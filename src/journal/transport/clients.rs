@@ -176,10 +176,8 @@ impl ClientServer {
         let inputs = self.next_input(t);
         if let Some(c) = self.conns.get_mut(&t) {
             if eof {
-                if inputs.is_empty() && !c.busy {
-                    self.close(registry, t);
-                    return vec![];
-                }
+                // Closed by sync_interest once every complete request is
+                // answered and the answers are sent.
                 c.close_after_flush = true;
             }
         }
@@ -289,10 +287,26 @@ impl ClientServer {
         let Some(c) = self.conns.get_mut(&t) else {
             return;
         };
-        let pending = c.unsent() > 0;
         // After the client's end of stream, close once every complete
-        // request it sent is answered (leftover partial input waits for
-        // the idle timeout).
+        // request it sent is answered. Input left over then is a request
+        // cut off by that end: it is not run, and the client is told so.
+        if c.close_after_flush
+            && !c.busy
+            && !c.broken
+            && !c.reader.is_empty()
+            && !c.reader.has_request()
+        {
+            c.push_line(&err_line(
+                ExitCode::Invalid,
+                "the connection ended inside a request (an unfinished line or body); it was not run",
+            ));
+            c.broken = true;
+            if c.flush().is_err() {
+                self.close(registry, t);
+                return;
+            }
+        }
+        let pending = c.unsent() > 0;
         if c.close_after_flush && !pending && !c.busy && (c.broken || c.reader.is_empty()) {
             self.close(registry, t);
             return;
