@@ -149,28 +149,13 @@ impl Agent {
             .modules_dir
             .clone()
             .unwrap_or_else(hardware::default_modules_dir);
-        // Loading modules is mostly the kernel's work (relocation, driver
-        // probe), and so is building the cgroup tree: the modules load on
-        // a helper thread meanwhile, joined before the phase ends.
-        let modules = self.cfg.boot.modules.clone();
-        let loader = (!modules.is_empty())
-            .then(|| {
-                let dir = dir.clone();
-                std::thread::Builder::new()
-                    .name("modules".into())
-                    .spawn(move || hardware::load_modules(&modules, &dir))
-                    .ok()
-            })
-            .flatten();
+        // Not on a helper thread next to the cgroup set-up: a module load
+        // and cgroup controller changes at the same time locked up both
+        // CPUs of a qemu guest (soft lockup, in about one boot of six).
         if self.cgroups.is_none() {
             self.cgroups = self.open_cgroups();
         }
-        let loaded = match loader {
-            Some(h) => h
-                .join()
-                .unwrap_or_else(|_| Err("the module loader panicked".to_string())),
-            None => hardware::load_modules(&self.cfg.boot.modules, &dir),
-        };
+        let loaded = hardware::load_modules(&self.cfg.boot.modules, &dir);
         if let Ok(m) = &loaded {
             if !m.is_empty() {
                 log::info!(target: "agent::boot", "loaded kernel modules: {}", m.join(" "));
