@@ -154,6 +154,50 @@ fn exec_failure_marks_the_service_failed() {
 }
 
 #[test]
+fn a_service_that_cannot_be_executed_is_failed_not_running() {
+    if skip("a_service_that_cannot_be_executed_is_failed_not_running") {
+        return;
+    }
+    // A script whose interpreter does not exist: the binary is there, but
+    // its exec fails in the child. Another service's working directory
+    // does not exist. Neither may count as running, nor let its dependent
+    // start, nor the node become ready.
+    let dir = std::env::temp_dir().join(format!("pact-badexec-script-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("script");
+    std::fs::write(&script, "#!/nonexistent/interpreter\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let svc = format!(
+        "[vcluster.test.services.bi]\nbinary = \"{}\"\nrestart = \"never\"\n\n\
+         [vcluster.test.services.nowd]\nbinary = \"{TESTSVC}\"\nworking_directory = \"/nonexistent-wd\"\nrestart = \"never\"\n\n\
+         [vcluster.test.services.after]\nbinary = \"{TESTSVC}\"\ndepends_on = [\"bi\"]\n",
+        script.display()
+    );
+    let node = Node::start("badexec", &svc, "", false);
+    node.wait_state("bi", "failed", 5 * S);
+    node.wait_state("nowd", "failed", 5 * S);
+    let reason = node.service_field("bi", "reason").unwrap();
+    assert!(reason.contains("No such file"), "{reason}");
+    let reason = node.service_field("nowd", "reason").unwrap();
+    assert!(
+        reason.contains("entering the working directory"),
+        "{reason}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(node.state("after"), "stopped");
+    assert!(!node.ready_file().exists());
+    assert!(
+        !node.log().contains("bi: running") && !node.log().contains("nowd: running"),
+        "{}",
+        node.log()
+    );
+    // An operator's start is answered with the failure, not "running".
+    let r = node.call("service start bi");
+    assert!(!ok(&r), "{r:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn subreaper_reaps_orphans_when_not_pid1() {
     if skip("subreaper_reaps_orphans_when_not_pid1") {
         return;

@@ -62,9 +62,21 @@ pub enum ExitPlan {
 /// What a dynamic token stands for.
 pub(super) enum Source {
     Conn,
-    Output { service: String, fd: OwnedFd },
-    ReadyPipe { service: String, fd: OwnedFd },
-    Notify { service: String },
+    Output {
+        service: String,
+        fd: OwnedFd,
+    },
+    ReadyPipe {
+        service: String,
+        fd: OwnedFd,
+    },
+    /// The close-on-exec error pipe of process `pid` (in `exec_pipes`).
+    ExecStatus {
+        pid: u32,
+    },
+    Notify {
+        service: String,
+    },
     Probe,
 }
 
@@ -94,7 +106,10 @@ pub(super) struct Waiter {
 pub struct Agent {
     /// Per child pid: its binary and the read end of its exec-error pipe
     /// (read when it is reaped).
-    pub(super) exec_pipes: HashMap<u32, (PathBuf, OwnedFd)>,
+    /// Exec pipes not yet settled, by pid: binary, read end, its token.
+    pub(super) exec_pipes: HashMap<u32, (PathBuf, OwnedFd, Token)>,
+    /// Execs that failed (seen on the pipe), kept for the reap to report.
+    exec_failures: HashMap<u32, (PathBuf, io::Error)>,
     pub(super) poll: Poll,
     pub(super) cfg: AgentConfig,
     pub(super) pid1: bool,
@@ -243,6 +258,7 @@ impl Agent {
             panics: Vec::new(),
             orphans_reaped: 0,
             exec_pipes: HashMap::new(),
+            exec_failures: HashMap::new(),
             stall_hook,
         })
     }
@@ -374,6 +390,10 @@ impl Agent {
                 Some(Source::Conn) => self.on_connection(t, now),
                 Some(Source::Output { .. }) if readable => self.on_output(t),
                 Some(Source::ReadyPipe { .. }) if readable => self.on_ready_pipe(t, now),
+                Some(Source::ExecStatus { pid }) => {
+                    let pid = *pid;
+                    self.on_exec_pipe(pid, now);
+                }
                 Some(Source::Notify { service }) => {
                     let service = service.clone();
                     self.on_notify(&service, now);
@@ -426,10 +446,22 @@ impl Agent {
         for (pid, status) in pid1::reap() {
             let exit = pid1::exit_of(status);
             let service = self.sup.service_of_pid(pid).map(str::to_string);
-            let exec_failed = self
-                .exec_pipes
-                .remove(&pid)
-                .and_then(|(bin, fd)| super::spawn::exec_error(&fd).map(|e| (bin, e)));
+            // Its exec pipe, if the loop has not settled it yet: the child
+            // is gone, so it holds the errno or EOF now.
+            let exec_failed = match self.take_exec_pipe(pid) {
+                Some((bin, fd)) => match super::spawn::exec_error(&fd) {
+                    Some(e) => Some((bin, e)),
+                    None => {
+                        // Ran, and ended before the loop saw its exec.
+                        if let Some(s) = &service {
+                            let actions = self.sup.on_exec_ok(now, s, pid);
+                            self.perform(now, actions);
+                        }
+                        None
+                    }
+                },
+                None => self.exec_failures.remove(&pid),
+            };
             match service {
                 Some(s) => {
                     if let Some((bin, e)) = exec_failed {
@@ -552,8 +584,22 @@ impl Agent {
                 );
                 self.push_log_lines(service, &lines);
                 self.pgids.insert(service.to_string(), child.pid);
+                let pipe = child.exec_status.as_raw_fd();
+                let t = self.token();
+                if let Err(e) =
+                    self.poll
+                        .registry()
+                        .register(&mut SourceFd(&pipe), t, Interest::READABLE)
+                {
+                    // Then the reap tells whether the exec worked; until
+                    // then a `spawned` service stays starting.
+                    log::warn!(target: "agent::loop", "cannot watch an exec pipe: {e}");
+                } else {
+                    self.sources
+                        .insert(t, Source::ExecStatus { pid: child.pid });
+                }
                 self.exec_pipes
-                    .insert(child.pid, (spec.binary.clone(), child.exec_status));
+                    .insert(child.pid, (spec.binary.clone(), child.exec_status, t));
                 self.register_fd(child.output, |fd| Source::Output {
                     service: service.to_string(),
                     fd,
@@ -808,6 +854,43 @@ impl Agent {
         }
         if eof {
             self.unregister(t);
+        }
+    }
+
+    /// Removes `pid`'s exec pipe from the loop: its binary and read end.
+    fn take_exec_pipe(&mut self, pid: u32) -> Option<(PathBuf, OwnedFd)> {
+        let (bin, fd, t) = self.exec_pipes.remove(&pid)?;
+        if self.sources.remove(&t).is_some() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&fd.as_raw_fd()));
+        }
+        Some((bin, fd))
+    }
+
+    /// The exec pipe of `pid` has news: EOF (the exec worked: a `spawned`
+    /// service is ready now) or the exec's errno (kept for the reap, which
+    /// follows at once: the child exits after writing it).
+    fn on_exec_pipe(&mut self, pid: u32, now: Instant) {
+        let Some((_, fd, _)) = self.exec_pipes.get(&pid) else {
+            return;
+        };
+        let failed = match super::spawn::read_exec_status(fd) {
+            super::spawn::ExecStatus::Pending => return,
+            super::spawn::ExecStatus::Ran => None,
+            super::spawn::ExecStatus::Failed(e) => Some(e),
+        };
+        let Some((bin, _)) = self.take_exec_pipe(pid) else {
+            return;
+        };
+        if let Some(e) = failed {
+            self.exec_failures.insert(pid, (bin, e));
+            return;
+        }
+        if let Some(service) = self.sup.service_of_pid(pid).map(str::to_string) {
+            let actions = self.sup.on_exec_ok(now, &service, pid);
+            self.perform(now, actions);
         }
     }
 

@@ -262,10 +262,14 @@ fn child(p: &ChildPlan) -> ! {
     // SAFETY: only async-signal-safe system calls on data prepared before
     // the clone; the process ends in execve or _exit.
     unsafe {
-        let fail = |fd: RawFd| -> ! {
+        // The errno and the step that failed, in one write (atomic on a
+        // pipe): see `read_exec_status`.
+        let fail = |fd: RawFd, step: u8| -> ! {
             let errno = *libc::__errno_location();
-            let bytes = errno.to_ne_bytes();
-            libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+            let mut msg = [0u8; EXEC_STATUS_LEN];
+            msg[..4].copy_from_slice(&errno.to_ne_bytes());
+            msg[4] = step;
+            libc::write(fd, msg.as_ptr().cast(), msg.len());
             libc::_exit(127)
         };
         // The agent blocks the signals it reads through its signalfd and
@@ -273,12 +277,12 @@ fn child(p: &ChildPlan) -> ! {
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
-            fail(p.error_pipe);
+            fail(p.error_pipe, STEP_SIGNALS);
         }
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         if let Some(fd) = p.procs_fd {
             if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                fail(p.error_pipe);
+                fail(p.error_pipe, STEP_CGROUP);
             }
         }
         let adj = match &p.oom_score_adj {
@@ -293,15 +297,18 @@ fn child(p: &ChildPlan) -> ! {
             let n = libc::write(adj, text.as_ptr().cast(), text.len());
             libc::close(adj);
             if n < 0 {
-                fail(p.error_pipe);
+                fail(p.error_pipe, STEP_OOM);
             }
         }
         if libc::dup2(p.stdin, 0) < 0 || libc::dup2(p.stdout, 1) < 0 || libc::dup2(p.stderr, 2) < 0
         {
-            fail(p.error_pipe);
+            fail(p.error_pipe, STEP_STDIO);
         }
-        if libc::chdir(p.cwd.as_ptr()) != 0 || libc::setsid() < 0 {
-            fail(p.error_pipe);
+        if libc::chdir(p.cwd.as_ptr()) != 0 {
+            fail(p.error_pipe, STEP_CWD);
+        }
+        if libc::setsid() < 0 {
+            fail(p.error_pipe, STEP_SESSION);
         }
         if let Some((src, target)) = p.ready {
             let rc = if src == target {
@@ -310,7 +317,7 @@ fn child(p: &ChildPlan) -> ! {
                 libc::dup2(src, target)
             };
             if rc < 0 {
-                fail(p.error_pipe);
+                fail(p.error_pipe, STEP_READY_FD);
             }
         }
         if let Some((uid, gid)) = p.user {
@@ -318,7 +325,7 @@ fn child(p: &ChildPlan) -> ! {
                 || libc::setgid(gid) != 0
                 || libc::setuid(uid) != 0
             {
-                fail(p.error_pipe);
+                fail(p.error_pipe, STEP_USER);
             }
         }
         // Null-terminated pointer arrays, on the stack (no allocation here).
@@ -331,24 +338,70 @@ fn child(p: &ChildPlan) -> ! {
             envp[i] = e.as_ptr();
         }
         libc::execve(p.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
-        fail(p.error_pipe)
+        fail(p.error_pipe, STEP_EXEC)
     }
 }
 
-/// Why the exec of a child that has ended failed, if it did: the errno it
-/// wrote to its error pipe (non-blocking; an exec that succeeded left EOF).
-pub fn exec_error(pipe: &OwnedFd) -> Option<io::Error> {
-    let mut buf = [0u8; 4];
-    let mut got = 0;
-    while got < 4 {
-        match rustix::io::read(pipe, &mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(_) => break,
-        }
+/// Bytes a failing child writes to its exec pipe: errno, then the step.
+const EXEC_STATUS_LEN: usize = 5;
+const STEP_SIGNALS: u8 = 1;
+const STEP_CGROUP: u8 = 2;
+const STEP_OOM: u8 = 3;
+const STEP_STDIO: u8 = 4;
+const STEP_CWD: u8 = 5;
+const STEP_SESSION: u8 = 6;
+const STEP_READY_FD: u8 = 7;
+const STEP_USER: u8 = 8;
+const STEP_EXEC: u8 = 9;
+
+/// What a child's exec pipe says.
+#[derive(Debug)]
+pub enum ExecStatus {
+    /// Nothing yet: the child is still on its way to exec.
+    Pending,
+    /// EOF: the exec succeeded (the pipe closed on exec).
+    Ran,
+    /// The child could not be started; the error names the step.
+    Failed(io::Error),
+}
+
+/// Reads a child's exec pipe (non-blocking).
+pub fn read_exec_status(pipe: &OwnedFd) -> ExecStatus {
+    let mut buf = [0u8; EXEC_STATUS_LEN];
+    match rustix::io::retry_on_intr(|| rustix::io::read(pipe, &mut buf)) {
+        Ok(0) => ExecStatus::Ran,
+        // One write of EXEC_STATUS_LEN bytes: it arrives whole.
+        Ok(EXEC_STATUS_LEN) => ExecStatus::Failed(describe_failure(&buf)),
+        Ok(_) => ExecStatus::Failed(io::Error::other("a garbled exec status")),
+        Err(rustix::io::Errno::AGAIN) => ExecStatus::Pending,
+        Err(e) => ExecStatus::Failed(io::Error::other(format!("reading its exec status: {e}"))),
     }
-    (got == 4).then(|| io::Error::from_raw_os_error(i32::from_ne_bytes(buf)))
+}
+
+fn describe_failure(buf: &[u8; EXEC_STATUS_LEN]) -> io::Error {
+    let os = io::Error::from_raw_os_error(i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]));
+    let step = match buf[4] {
+        STEP_EXEC => return os,
+        STEP_SIGNALS => "resetting the signal mask",
+        STEP_CGROUP => "joining its cgroup scope",
+        STEP_OOM => "setting oom_score_adj",
+        STEP_STDIO => "redirecting stdin/stdout/stderr",
+        STEP_CWD => "entering the working directory",
+        STEP_SESSION => "starting a session",
+        STEP_READY_FD => "passing the ready fd",
+        STEP_USER => "switching to the service's user",
+        _ => "setting up",
+    };
+    io::Error::new(os.kind(), format!("{step}: {os}"))
+}
+
+/// Why the exec of a child that has ended failed, if it did (its pipe has
+/// the error or EOF by now).
+pub fn exec_error(pipe: &OwnedFd) -> Option<io::Error> {
+    match read_exec_status(pipe) {
+        ExecStatus::Failed(e) => Some(e),
+        ExecStatus::Ran | ExecStatus::Pending => None,
+    }
 }
 
 pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {

@@ -171,14 +171,33 @@ impl Supervisor {
         // One console line per service: "running (pid …)" follows when it
         // is ready; a start that never gets there is reported on its own.
         log::debug!(target: "agent::supervisor", "{service}: started (pid {pid})");
-        if r.spec.ready == ReadyMode::Spawned && !r.probes() {
+        // A `spawned` service is ready once its exec is confirmed
+        // (on_exec_ok), not at the clone: a binary that cannot be run
+        // (bad interpreter, missing library, working directory) must not
+        // count as running nor let its dependents start.
+        r.exec_pending = true;
+        r.start_deadline = Some(now + r.spec.start_timeout);
+        if r.spec.ready == ReadyMode::Spawned && r.probes() {
+            r.probe_attempt = 0;
+            r.probe_at = Some(now + starting_probe_delay(r, 0));
+        }
+        self.reconcile(now, &mut out);
+        out
+    }
+
+    /// The exec of `service`'s process `pid` succeeded.
+    pub fn on_exec_ok(&mut self, now: Instant, service: &str, pid: u32) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(i) = self.idx(service) else {
+            return out;
+        };
+        let r = &mut self.records[i];
+        if r.pid != Some(pid) || !r.exec_pending {
+            return out;
+        }
+        r.exec_pending = false;
+        if r.state == State::Starting && r.spec.ready == ReadyMode::Spawned && !r.probes() {
             self.mark_ready(now, i);
-        } else {
-            r.start_deadline = Some(now + r.spec.start_timeout);
-            if r.spec.ready == ReadyMode::Spawned {
-                r.probe_attempt = 0;
-                r.probe_at = Some(now + starting_probe_delay(r, 0));
-            }
         }
         self.reconcile(now, &mut out);
         out
@@ -592,6 +611,8 @@ impl Supervisor {
         r.set_state(State::Running, now);
         r.ready_at = Some(now);
         r.start_deadline = None;
+        // Ready proves the exec (a notify or a probe may beat its pipe).
+        r.exec_pending = false;
         r.health_failures = 0;
         r.reason = None;
         if let Some(h) = &r.spec.health {

@@ -120,6 +120,9 @@ pub struct Record {
     pub oom_in_run: bool,
     pub status_text: Option<String>,
     pub reason: Option<String>,
+    /// Spawned, but its exec not yet confirmed (the close-on-exec pipe
+    /// has not reached EOF): a `spawned` service is not ready until then.
+    pub exec_pending: bool,
 }
 
 impl Record {
@@ -152,6 +155,7 @@ impl Record {
             oom_in_run: false,
             status_text: None,
             reason: None,
+            exec_pending: false,
         }
     }
 

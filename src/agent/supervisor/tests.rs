@@ -56,6 +56,8 @@ struct Sim {
     busy: BTreeSet<(String, u32)>,
     probes: Vec<String>,
     fail_spawn: BTreeSet<String>,
+    /// Services whose exec is never confirmed (their pipe says nothing yet).
+    fail_exec: BTreeSet<String>,
 }
 
 impl Sim {
@@ -76,6 +78,7 @@ impl Sim {
             busy: BTreeSet::new(),
             probes: vec![],
             fail_spawn: BTreeSet::new(),
+            fail_exec: BTreeSet::new(),
         }
     }
 
@@ -95,7 +98,11 @@ impl Sim {
                     } else {
                         self.busy.insert((service.clone(), scope));
                         self.next_pid += 1;
-                        self.sup.on_spawned(self.now, &service, self.next_pid)
+                        let mut more = self.sup.on_spawned(self.now, &service, self.next_pid);
+                        if !self.fail_exec.contains(&service) {
+                            more.extend(self.sup.on_exec_ok(self.now, &service, self.next_pid));
+                        }
+                        more
                     }
                 }
                 Action::TermScope { service, .. } => {
@@ -597,6 +604,39 @@ fn spawn_failure_marks_failed_and_removes_scope() {
     assert!(sim.has(&Action::BootStalled {
         failed: vec!["a".into()]
     }));
+}
+
+#[test]
+fn a_spawned_service_is_ready_at_its_exec_not_its_clone() {
+    let mut sim = Sim::new(vec![spec("a", 0, &[]), spec("b", 1, &["a"])]);
+    sim.fail_exec.insert("a".into());
+    sim.start();
+    // Cloned, exec not confirmed: starting, and its dependent waits.
+    assert_eq!(sim.state("a"), State::Starting);
+    assert_eq!(sim.state("b"), State::Stopped);
+    let pid = sim.sup.get("a").unwrap().pid.unwrap();
+    // A confirmation for another pid changes nothing.
+    assert!(sim.sup.on_exec_ok(sim.now, "a", pid + 1).is_empty());
+    assert_eq!(sim.state("a"), State::Starting);
+    // The exec failed (its errno came through the pipe, then the reap).
+    let out = sim
+        .sup
+        .on_spawn_failed(sim.now, "a", "/x: No such file or directory");
+    sim.apply(out);
+    assert_eq!(sim.state("a"), State::Failed);
+    assert_eq!(sim.state("b"), State::Stopped);
+    assert!(sim.has(&Action::BootStalled {
+        failed: vec!["a".into()]
+    }));
+    // Confirmed: running, and the dependent starts.
+    let mut sim = Sim::new(vec![spec("a", 0, &[]), spec("b", 1, &["a"])]);
+    sim.fail_exec.insert("a".into());
+    sim.start();
+    let pid = sim.sup.get("a").unwrap().pid.unwrap();
+    let out = sim.sup.on_exec_ok(sim.now, "a", pid);
+    sim.apply(out);
+    assert_eq!(sim.state("a"), State::Running);
+    assert_eq!(sim.state("b"), State::Running);
 }
 
 #[test]
