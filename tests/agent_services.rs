@@ -335,6 +335,35 @@ fn control_socket_survives_bad_input() {
             && finals[1].starts_with("err 3 unknown service")
             && finals[2].starts_with("ok name=")
     );
+    // A misspelt or ill-valued option is refused, never defaulted: a
+    // `rebot=true` typo must not power the node off.
+    let out = raw(
+        &node,
+        b"shutdown rebot=true\nshutdown now\nservice restart a wait=maybe\nservice stop a foo=bar\nstatus x=1\nservice logs a lines=ten\n",
+        6,
+    );
+    assert_eq!(out.len(), 6, "{out:?}");
+    assert!(
+        out[0].starts_with("err 3 unknown option \"rebot\" for \"shutdown\" (options: reboot)"),
+        "{out:?}"
+    );
+    assert!(out[1].starts_with("err 3 unknown request"), "{out:?}");
+    assert!(
+        out[2].starts_with("err 3 wait=\"maybe\" is not true or false"),
+        "{out:?}"
+    );
+    assert!(
+        out[3].starts_with("err 3 unknown option \"foo\""),
+        "{out:?}"
+    );
+    assert!(
+        out[4].starts_with("err 3 unknown option \"x\" for \"status\" (options: none)"),
+        "{out:?}"
+    );
+    assert!(
+        out[5].starts_with("err 3 lines=\"ten\" is not a number"),
+        "{out:?}"
+    );
     // The agent is unharmed.
     assert_eq!(node.state("a"), "running");
 }

@@ -55,6 +55,11 @@ impl Agent {
     fn handle_request(&mut self, t: Token, req: Request, now: Instant) {
         let pos = req.positional();
         let words: Vec<&str> = pos.iter().map(|s| s.as_ref()).collect();
+        // A misspelt option must not turn into the default (`shutdown
+        // rebot=true` would power off): every option is checked first.
+        if let Err(e) = check_options(&words, &req) {
+            return self.reply(t, vec![err_line(ExitCode::Invalid, &e)]);
+        }
         match words.as_slice() {
             ["hello"] => self.reply(
                 t,
@@ -94,8 +99,8 @@ impl Agent {
                 Ok(summary) => self.reply(t, vec![ok_line(&summary)]),
                 Err(e) => self.reply(t, vec![err_line(ExitCode::Invalid, &e)]),
             },
-            ["shutdown", rest @ ..] => {
-                let reboot = rest.contains(&"--reboot") || is_true(req.option("reboot"));
+            ["shutdown", rest @ ..] if rest.iter().all(|w| *w == "--reboot") => {
+                let reboot = !rest.is_empty() || is_true(req.option("reboot"));
                 self.reply(
                     t,
                     vec![ok_line(
@@ -500,6 +505,65 @@ impl Agent {
 
 fn unknown(name: &str) -> String {
     err_line(ExitCode::Invalid, &format!("unknown service \"{name}\""))
+}
+
+/// The options an operation takes, and what kind of value each has.
+#[derive(Clone, Copy)]
+enum OptKind {
+    Bool,
+    Number,
+}
+
+fn allowed_options(words: &[&str]) -> &'static [(&'static str, OptKind)] {
+    match words {
+        ["service", "start" | "stop" | "restart", ..] => &[("wait", OptKind::Bool)],
+        ["service", "logs", ..] => &[("lines", OptKind::Number), ("follow", OptKind::Bool)],
+        ["shutdown", ..] => &[("reboot", OptKind::Bool)],
+        _ => &[],
+    }
+}
+
+/// Every `key=value` of `req` is one its operation takes, with a value of
+/// the right kind.
+fn check_options(words: &[&str], req: &Request) -> Result<(), String> {
+    let allowed = allowed_options(words);
+    let op: String = words.iter().take(2).copied().collect::<Vec<_>>().join(" ");
+    for (k, v) in req.options() {
+        let Some((_, kind)) = allowed.iter().find(|(name, _)| *name == k) else {
+            let takes = if allowed.is_empty() {
+                "none".to_string()
+            } else {
+                allowed
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(format!(
+                "unknown option \"{k}\" for \"{op}\" (options: {takes})"
+            ));
+        };
+        let good = match kind {
+            OptKind::Bool => parse_bool(v).is_some(),
+            OptKind::Number => v.parse::<u64>().is_ok(),
+        };
+        if !good {
+            let want = match kind {
+                OptKind::Bool => "true or false",
+                OptKind::Number => "a number",
+            };
+            return Err(format!("{k}=\"{v}\" is not {want}"));
+        }
+    }
+    Ok(())
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
 }
 
 fn is_true(v: Option<&str>) -> bool {
