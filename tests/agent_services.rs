@@ -83,6 +83,26 @@ fn never_ready_service_does_not_hang_the_boot() {
         node.log().contains("silent: retrying after failure")
     });
     assert!(!node.ready_file().exists());
+    // The operator fixes the declaration (and adds a service) and reloads
+    // while the boot waits to retry: the retry runs at once with it, and
+    // the node gets ready.
+    node.wait_for(10 * S, "the boot waiting to retry", || {
+        node.state("silent") == "failed"
+            && node.log().matches("start_services will be retried").count() >= 2
+    });
+    node.rewrite_services(&services(&[
+        ("silent", "restart_delay_seconds = 0"),
+        ("after", "depends_on = [\"silent\"]"),
+        ("extra", ""),
+    ]));
+    let r = node.call("reload");
+    assert!(ok(&r), "{r:?}");
+    node.wait_for(3 * S, "ready after the reload", || {
+        node.ready_file().exists()
+    });
+    for s in ["silent", "after", "extra"] {
+        assert_eq!(node.state(s), "running", "{s}");
+    }
 }
 
 #[test]

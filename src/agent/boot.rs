@@ -165,6 +165,18 @@ impl BootSequence {
         }
     }
 
+    /// A phase waiting out its retry delay runs at the next poll instead
+    /// (what it depends on was just changed by an operator).
+    pub fn retry_now(&mut self) -> bool {
+        match &mut self.state {
+            BootState::Pending { retry_at, .. } if retry_at.is_some() => {
+                *retry_at = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn next_deadline(&self) -> Option<Instant> {
         match &self.state {
             BootState::Pending { retry_at, .. } => *retry_at,

@@ -74,12 +74,13 @@ impl Agent {
                 Phase::StartServices => {
                     // Completes when the supervisor reports BootReady (or
                     // fails with BootStalled): see `boot_services_settled`.
-                    let actions = if attempt == 1 {
-                        let set = self.services.clone();
-                        self.sup.replace(now, &set)
-                    } else {
-                        self.sup.retry_failed(now)
-                    };
+                    // Every try takes the declarations as they are now (a
+                    // reload while the boot waits to retry must count).
+                    let set = self.services.clone();
+                    let mut actions = self.sup.replace(now, &set);
+                    if attempt > 1 {
+                        actions.extend(self.sup.retry_failed(now));
+                    }
                     self.perform(now, actions);
                 }
                 Phase::Ready => {

@@ -334,15 +334,20 @@ impl Agent {
             self.declared = overlay.clone();
             self.applier.submit(overlay);
         }
-        // Before StartServices the boot will start them; after, apply now.
-        let started = self.boot.done(Phase::PullOverlay)
-            && !matches!(
-                self.boot.state,
-                BootState::Pending {
-                    phase: Phase::StartServices,
-                    ..
-                }
-            );
+        // Before StartServices the boot will start them; while it waits to
+        // retry StartServices, the retry runs now with the new set; after,
+        // apply now.
+        let retrying = matches!(
+            self.boot.state,
+            BootState::Pending {
+                phase: Phase::StartServices,
+                ..
+            }
+        );
+        if retrying && self.boot.retry_now() {
+            log::info!(target: "agent::boot", "start_services: retrying now with the reloaded declarations");
+        }
+        let started = self.boot.done(Phase::PullOverlay) && !retrying;
         if started {
             let actions = self.sup.replace(now, &set);
             self.perform(now, actions);

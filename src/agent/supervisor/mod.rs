@@ -648,8 +648,12 @@ impl Supervisor {
                 });
             }
             State::Stopping => {
-                // Already on its way down; a stronger intent replaces a weaker one.
-                if r.after_stop == AfterStop::Nothing || then == AfterStop::Remove {
+                // Already on its way down; a stronger intent replaces a
+                // weaker one. A reload's new declaration (or removal) always
+                // wins: it is the latest word on what should run.
+                if r.after_stop == AfterStop::Nothing
+                    || matches!(then, AfterStop::Remove | AfterStop::Replace(_))
+                {
                     r.after_stop = then;
                 }
             }

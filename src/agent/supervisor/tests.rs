@@ -472,6 +472,24 @@ fn stop_escalates_to_sigkill_after_timeout() {
 }
 
 #[test]
+fn a_reload_while_a_service_stops_for_a_restart_is_not_lost() {
+    let mut sim = Sim::new(vec![spec("h", 0, &[])]);
+    sim.ignores_term.insert("h".into());
+    sim.start();
+    let a = sim.sup.restart(sim.now, "h").unwrap();
+    sim.apply(a);
+    assert_eq!(sim.state("h"), State::Stopping);
+    let mut changed = spec("h", 0, &[]);
+    changed.args = vec!["--print".into(), "v2".into()];
+    let a = sim.sup.replace(sim.now, &set(vec![changed.clone()]));
+    sim.apply(a);
+    // Killed after its stop timeout, it comes back with the new declaration.
+    sim.advance(secs(11.0));
+    assert_eq!(sim.state("h"), State::Running);
+    assert_eq!(sim.sup.get("h").unwrap().spec.args, changed.args);
+}
+
+#[test]
 fn multi_crash_restarts_lowest_order_first() {
     let mut sim = Sim::new(vec![
         spec("c", 3, &[]),
