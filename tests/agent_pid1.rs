@@ -114,9 +114,14 @@ fn service_ignoring_sigterm_is_killed_after_its_stop_timeout() {
     let pids = node.scope_pids("stubborn");
     assert_eq!(pids.len(), 1);
     node.signal(libc::SIGTERM);
+    // Going down, the node is no longer ready (at once, not at the end).
+    let ready_sock = node.ready_file().with_file_name("ready.sock");
+    node.wait_for(S, "readiness withdrawn", || {
+        !node.ready_file().exists() && !ready_sock.exists()
+    });
     let took = node.wait_exit(15 * S);
     assert!(
-        took >= Duration::from_millis(1400),
+        took >= Duration::from_millis(1200),
         "stopped too early: {took:?}"
     );
     assert!(took < 5 * S, "took {took:?}");

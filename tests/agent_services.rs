@@ -83,6 +83,19 @@ fn never_ready_service_does_not_hang_the_boot() {
         node.log().contains("silent: retrying after failure")
     });
     assert!(!node.ready_file().exists());
+    // Starting the dependent retries its dependency; when that fails
+    // again, the start is answered with why, at once (not after the
+    // dependent's own start budget).
+    let asked = std::time::Instant::now();
+    let r = node.call("service start after");
+    match &r.outcome {
+        pact::proto::client::Outcome::Err(1, m) => assert!(
+            m.contains("service \"after\" cannot start: its dependency \"silent\" failed"),
+            "{m}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(asked.elapsed() < 8 * S, "{:?}", asked.elapsed());
     // The operator fixes the declaration (and adds a service) and reloads
     // while the boot waits to retry: the retry runs at once with it, and
     // the node gets ready.

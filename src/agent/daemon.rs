@@ -433,6 +433,12 @@ impl Agent {
     pub(super) fn begin_shutdown(&mut self, now: Instant, reboot: bool) {
         self.reboot_requested |= reboot;
         if !self.sup.is_shutting_down() {
+            // The node stops being ready the moment it starts going down:
+            // the workload manager must not place work on it any more.
+            if let Some(mut l) = self.ready_listener.take() {
+                let _ = self.poll.registry().deregister(&mut l);
+            }
+            readiness::clear(&self.cfg.ready_file(), &self.cfg.ready_socket());
             let t = self.cfg.watchdog.shutdown_timeout_seconds;
             if let Some(wd) = &mut self.watchdog {
                 wd.arm_for_shutdown(t, now);

@@ -206,6 +206,16 @@ impl Agent {
                             ExitCode::General,
                             &format!("service \"{}\" {}: {why}", w.service, r.state.as_str()),
                         ))
+                    } else if let Some(why) = w
+                        .want_running
+                        .then(|| self.sup.dependency_failure(&w.service))
+                        .flatten()
+                        .filter(|_| r.state == State::Stopped)
+                    {
+                        Some(err_line(
+                            ExitCode::General,
+                            &format!("service \"{}\" cannot start: {why}", w.service),
+                        ))
                     } else if now >= w.deadline {
                         Some(err_line(
                             ExitCode::Unreachable,

@@ -840,6 +840,12 @@ impl Supervisor {
     /// A stopped, wanted service could still start: none of its
     /// dependencies (transitively) is failed.
     fn deps_could_come(&self, r: &Record) -> bool {
+        self.blocking_dependency(r).is_none()
+    }
+
+    /// The first dependency of `r` (transitively) that is failed, or
+    /// declared by no service (`None` record).
+    fn blocking_dependency<'a>(&'a self, r: &'a Record) -> Option<(&'a str, Option<&'a Record>)> {
         let mut seen = std::collections::BTreeSet::new();
         let mut todo: Vec<&str> = r.spec.depends_on.iter().map(String::as_str).collect();
         while let Some(d) = todo.pop() {
@@ -847,12 +853,26 @@ impl Supervisor {
                 continue;
             }
             match self.records.iter().find(|x| x.spec.name == d) {
-                Some(x) if x.state == State::Failed => return false,
+                Some(x) if x.state == State::Failed => return Some((d, Some(x))),
                 Some(x) => todo.extend(x.spec.depends_on.iter().map(String::as_str)),
-                None => return false,
+                None => return Some((d, None)),
             }
         }
-        true
+        None
+    }
+
+    /// Why `service` cannot start now: a dependency of it failed (or is
+    /// not declared). For an operator waiting on a start.
+    pub fn dependency_failure(&self, service: &str) -> Option<String> {
+        let r = self.get(service)?;
+        let (d, rec) = self.blocking_dependency(r)?;
+        Some(match rec {
+            Some(x) => format!(
+                "its dependency \"{d}\" failed: {}",
+                x.reason.as_deref().unwrap_or("failed")
+            ),
+            None => format!("its dependency \"{d}\" is not declared"),
+        })
     }
 
     fn reconcile_shutdown(&mut self, now: Instant, out: &mut Vec<Action>) {
