@@ -231,6 +231,46 @@ fn a_service_that_cannot_be_executed_is_failed_not_running() {
 }
 
 #[test]
+fn control_socket_admits_root_and_allowed_uids_only() {
+    if skip("control_socket_admits_root_and_allowed_uids_only") {
+        return;
+    }
+    let node = Node::start(
+        "uids",
+        &services(&[("a", "")]),
+        "[agent.control]\nallowed_uids = [65534]",
+        false,
+    );
+    node.wait_state("a", "running", 5 * S);
+    let as_uid = |uid: u32| {
+        let out = std::process::Command::new("setpriv")
+            .args([
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".into(),
+            ])
+            .arg(env!("CARGO_BIN_EXE_pact"))
+            .arg("--agent-socket")
+            .arg(node.socket())
+            .args(["service", "status", "a"])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = as_uid(65534);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("running"), "{out}");
+    // Any other user reaches the socket and is told no, in words.
+    let (code, out) = as_uid(4242);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("permission denied"), "{out}");
+}
+
+#[test]
 fn subreaper_reaps_orphans_when_not_pid1() {
     if skip("subreaper_reaps_orphans_when_not_pid1") {
         return;

@@ -58,7 +58,9 @@ pub enum Input {
 }
 
 impl ControlServer {
-    /// Bind the socket with mode 0600 (root only, plus `allowed_uids`).
+    /// Bind the socket. Anyone may connect (mode 0666); who may talk is
+    /// decided by the peer's credentials at accept: root, the agent's own
+    /// user and `allowed_uids`; others are answered `err 2` and closed.
     pub fn bind(
         path: &Path,
         limits: Limits,
@@ -66,7 +68,7 @@ impl ControlServer {
         idle: Duration,
         allowed_uids: Vec<u32>,
     ) -> io::Result<ControlServer> {
-        let listener = crate::util::net::unix_listener(path, 0o600)?;
+        let listener = crate::util::net::unix_listener(path, 0o666)?;
         Ok(ControlServer {
             listener,
             path: path.to_path_buf(),
