@@ -78,8 +78,17 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
             Long("services") => a.services = Some(p.value()?.into()),
             Long("state-dir") => a.state_dir = Some(p.value()?.into()),
             Long("cgroup-root") => a.cgroup_root = Some(p.value()?.string()?),
-            Long("log-level") => a.log_level = Some(p.value()?.string()?),
-            Long("log-format") => a.log_format = Some(p.value()?.string()?),
+            Long("log-level") => {
+                let v = p.value()?.string()?;
+                logger::parse_level(&v).map_err(|e| lexopt::Error::Custom(e.into()))?;
+                a.log_level = Some(v);
+            }
+            Long("log-format") => {
+                let v = p.value()?.string()?;
+                v.parse::<logger::Format>()
+                    .map_err(|e| lexopt::Error::Custom(e.to_string().into()))?;
+                a.log_format = Some(v);
+            }
             Long("check") => a.check = true,
             Short('V') | Long("version") => {
                 println!("pact-agent {}", env!("CARGO_PKG_VERSION"));

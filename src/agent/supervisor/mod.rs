@@ -423,7 +423,7 @@ impl Supervisor {
             if r.start_deadline.is_some_and(|t| t <= now) {
                 r.start_deadline = None;
                 let why = format!(
-                    "not ready within {:.0}s (start_timeout_seconds)",
+                    "not ready within {}s (start_timeout_seconds)",
                     r.spec.start_timeout.as_secs_f64()
                 );
                 log::warn!(target: "agent::supervisor", "{name}: {why}");
