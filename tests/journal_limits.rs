@@ -134,11 +134,11 @@ fn journal_client_limits_are_explicit_errors() {
     );
     // Unknown verbs and bad arguments are per-request errors.
     let mut s = connect(&c);
-    s.write_all(b"frobnicate\nget x\nrange 5 1\nhello\n")
+    s.write_all(b"frobnicate\nget x\nrange 5 1\nhello\nget\nrange 0 10 foo=1\nappend 5\n")
         .unwrap();
     let mut r = BufReader::new(&s);
     let mut lines = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..7 {
         let mut l = String::new();
         r.read_line(&mut l).unwrap();
         lines.push(l);
@@ -147,6 +147,9 @@ fn journal_client_limits_are_explicit_errors() {
     assert!(lines[1].starts_with("err 3 seq \"x\""), "{lines:?}");
     assert!(lines[2].starts_with("err 3 range 5 1"), "{lines:?}");
     assert!(lines[3].starts_with("ok name=pact-journal"), "{lines:?}");
+    assert_eq!(lines[4], "err 3 usage: get <seq>\n");
+    assert_eq!(lines[5], "err 3 unknown option \"foo\" (options: limit)\n");
+    assert_eq!(lines[6], "err 3 usage: append +<len>, then <len> bytes\n");
 
     // Connection limit: the fourth is told so.
     let held: Vec<TcpStream> = (0..3).map(|_| connect(&c)).collect();

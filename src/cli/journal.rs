@@ -181,31 +181,65 @@ fn append(client: &mut JournalClient, file: &str, json: bool) -> CliResult {
     Ok(0)
 }
 
+/// `journal range FROM TO`: every entry of the range, fetched in pages
+/// (the server answers at most `max_range` entries, or `max_range_bytes`,
+/// per request).
 fn range(client: &mut JournalClient, from: u64, to: u64, json: bool) -> CliResult {
-    let entries = client.range(from, to).map_err(failed)?;
-    let records: Vec<Record> = entries
-        .iter()
-        .map(|(seq, data)| {
-            let rec = Record::new().field("seq", seq).field("len", data.len());
-            match std::str::from_utf8(data) {
-                Ok(s) => rec.field("data", s),
-                Err(_) => rec,
+    let mut records = Vec::new();
+    let mut next = from;
+    while next <= to {
+        let page = client.range(next, to).map_err(failed)?;
+        let Some(&(last, _)) = page.last() else {
+            break;
+        };
+        for (seq, data) in &page {
+            let rec = entry_record(*seq, data);
+            if json {
+                records.push(rec);
+            } else {
+                println!("{}", rec.to_line());
             }
-        })
-        .collect();
+        }
+        if last == u64::MAX {
+            break;
+        }
+        next = last + 1;
+    }
     if json {
         println!("{}", output::json_array(&records));
-    } else {
-        for r in &records {
-            println!("{}", r.to_line());
-        }
     }
     Ok(0)
+}
+
+/// One entry as a record: its bytes as `data` when they are text, else as
+/// `data_hex` (nothing is dropped, and no control byte reaches a terminal).
+fn entry_record(seq: u64, data: &[u8]) -> Record {
+    let rec = Record::new().field("seq", seq).field("len", data.len());
+    match std::str::from_utf8(data) {
+        Ok(s) if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => {
+            rec.field("data", s)
+        }
+        _ => {
+            let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
+            rec.field("data_hex", hex)
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_that_are_not_text_are_shown_in_hex() {
+        let line = entry_record(3, b"a\tb\0c\xff").to_line();
+        assert_eq!(line, "seq=3 len=6 data_hex=6109620063ff");
+        let line = entry_record(4, b"plain text").to_line();
+        assert_eq!(line, "seq=4 len=10 data=\"plain text\"");
+        assert!(entry_record(5, b"cr\r")
+            .to_line()
+            .ends_with("data_hex=63720d"));
+    }
 
     #[test]
     fn endpoints_are_normalized() {

@@ -420,6 +420,18 @@ pub fn resolve(file: &JournalFile, src: &Source, ov: &Overrides) -> Result<Setti
         ));
     }
     let c = &j.clients;
+    if c.request_timeout_ms <= r.heartbeat_ms || c.idle_timeout_seconds == 0 {
+        // A request must outlive at least one heartbeat round (a ReadIndex
+        // confirmation), or every request would time out.
+        return Err(located(
+            "journal.clients",
+            format!(
+                "request_timeout_ms must exceed raft.heartbeat_ms ({}) and idle_timeout_seconds \
+                 must be at least 1",
+                r.heartbeat_ms
+            ),
+        ));
+    }
     if c.max_line < 64 || c.max_words < 4 || c.max_connections == 0 || c.max_range == 0 {
         return Err(located(
             "journal.clients",

@@ -21,6 +21,36 @@ use crate::proto::{err_line, ok_line, ExitCode, Record, Request};
 /// The operations `hello` lists.
 const OPERATIONS: &str = "hello,status,append,get,range,member,apply,commit,rollback,promote,assign,unassign,set-policy,record,log,entry,overlay,delta,diff-committed,promote-preview,groups,group,nodes,watch,boot";
 
+/// The grammar of a core operation, for a request that names it but
+/// does not follow it.
+fn core_usage(op: &str) -> Option<&'static str> {
+    Some(match op {
+        "status" => "status",
+        "append" => "append +<len>, then <len> bytes",
+        "get" => "get <seq>",
+        "range" => "range <from> <to> [limit=<n>]",
+        "member" => "member add|remove|promote <id> [learner=true]",
+        _ => return None,
+    })
+}
+
+/// `words` are all `key=value` options among `allowed`.
+fn only_options(words: &[&str], allowed: &[&str]) -> Result<(), String> {
+    for w in words {
+        match w.split_once('=') {
+            Some((k, _)) if allowed.contains(&k) => {}
+            Some((k, _)) => {
+                return Err(format!(
+                    "unknown option \"{k}\" (options: {})",
+                    allowed.join(", ")
+                ))
+            }
+            None => return Err(format!("unexpected word \"{w}\"")),
+        }
+    }
+    Ok(())
+}
+
 impl Daemon {
     pub(super) fn on_request(&mut self, t: Token, req: Request, now: u64) {
         let words: Vec<&str> = req.words.iter().map(String::as_str).collect();
@@ -32,12 +62,14 @@ impl Daemon {
                 Ok(seq) => return self.read(t, ReadOp::Get { seq }, now),
                 Err(e) => Err(e),
             },
-            ["range", from, to, ..] => match self.parse_range(&req, from, to) {
+            ["range", from, to, opts @ ..] => match only_options(opts, &["limit"])
+                .and_then(|()| self.parse_range(&req, from, to))
+            {
                 Ok(op) => return self.read(t, op, now),
                 Err(e) => Err(e),
             },
-            ["member", verb @ ("add" | "remove" | "promote"), id, ..] => {
-                match parse_num(id, "node id") {
+            ["member", verb @ ("add" | "remove" | "promote"), id, opts @ ..] => {
+                match only_options(opts, &["learner"]).and_then(|()| parse_num(id, "node id")) {
                     Ok(id) => {
                         let learner = req.option("learner") == Some("true");
                         return self.member_change(t, verb, id, learner, now);
@@ -46,6 +78,9 @@ impl Daemon {
                 }
             }
             _ if self.config_request(t, &req, now) => return,
+            [op, ..] if core_usage(op).is_some() => {
+                Err(format!("usage: {}", core_usage(op).unwrap_or_default()))
+            }
             _ => Err(format!(
                 "unknown request \"{}\" (operations: {OPERATIONS})",
                 words.first().copied().unwrap_or("")
