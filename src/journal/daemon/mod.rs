@@ -259,8 +259,11 @@ impl Daemon {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(format!("poll: {e}")),
             }
-            let now = self.now_ms();
             for ev in events.iter() {
+                // Each event at its own time: one may have stalled the loop
+                // (a large entry's fsync), and a heartbeat handled after it
+                // must not count as heard before it.
+                let now = self.now_ms();
                 if ev.token() == WAKER {
                     if let Err(e) = self.maybe_compact() {
                         self.storage_failed(e, now);
