@@ -4,10 +4,53 @@
 use crate::logger::json_string;
 use crate::proto::Record;
 
-/// A logfmt value as a JSON value: numbers and booleans typed, `-` null.
-pub fn json_value(v: &str) -> String {
-    if v == "-" {
+/// Fields whose values are names or free text: always JSON strings, even
+/// when they look like a number or a boolean (a node called `42`, a
+/// message `true`, a sysctl value `11`). The type follows the field, not
+/// the value.
+const TEXT_FIELDS: &[&str] = &[
+    "action",
+    "author",
+    "change",
+    "checksum",
+    "cluster",
+    "commits",
+    "committed",
+    "data",
+    "detail",
+    "dimension",
+    "key",
+    "kind",
+    "local",
+    "message",
+    "name",
+    "node",
+    "nodes",
+    "peer",
+    "previous",
+    "principal",
+    "reason",
+    "role",
+    "scope",
+    "state",
+    "summary",
+    "type",
+    "value",
+    "vcluster",
+];
+
+/// Text fields where `-` is a value someone wrote, not "absent".
+const LITERAL_DASH_FIELDS: &[&str] = &["data", "message", "value"];
+
+/// A logfmt value of field `key` as a JSON value: `-` is null (absent),
+/// text fields are strings, other fields are typed numbers and booleans
+/// when their value is one.
+pub fn json_value(key: &str, v: &str) -> String {
+    if v == "-" && !LITERAL_DASH_FIELDS.contains(&key) {
         return "null".to_string();
+    }
+    if TEXT_FIELDS.contains(&key) {
+        return json_string(v);
     }
     if v == "true" || v == "false" {
         return v.to_string();
@@ -29,7 +72,7 @@ pub fn json_object(r: &Record) -> String {
     let fields: Vec<String> = r
         .fields
         .iter()
-        .map(|(k, v)| format!("{}:{}", json_string(k), json_value(v)))
+        .map(|(k, v)| format!("{}:{}", json_string(k), json_value(k, v)))
         .collect();
     format!("{{{}}}", fields.join(","))
 }
@@ -101,6 +144,17 @@ mod tests {
         assert_eq!(
             json_object(&r),
             r#"{"name":"a b","pid":412,"ok":true,"none":null,"f":1.5,"zip":"0755","neg":-3}"#
+        );
+        // Names and free text stay text whatever they look like.
+        let r = Record::new()
+            .field("node", "42")
+            .field("message", "-")
+            .field("value", "true")
+            .field("commits", "13")
+            .field("vcluster", "-");
+        assert_eq!(
+            json_object(&r),
+            r#"{"node":"42","message":"-","value":"true","commits":"13","vcluster":null}"#
         );
     }
 
