@@ -417,13 +417,27 @@ fn rollback(
         }
         Scope::Node(node) => {
             let current = tables::delta(tx, &node)?;
+            let assigned = tables::assignment(tx, &node)?;
             let vc = current
                 .as_ref()
                 .map(|d| d.vcluster.clone())
-                .or(tables::assignment(tx, &node)?)
+                .or(assigned.clone())
                 .unwrap_or_default();
             let (vc, delta, removed) =
                 tables::delta_as_of(tx, &node, target)?.unwrap_or((vc, Overlay::default(), vec![]));
+            // A delta belongs to the vCluster the node was in: restoring it
+            // after the node moved would put one vCluster's changes on a
+            // node of another (and a later promote into the wrong overlay).
+            if assigned.as_deref() != Some(vc.as_str()) {
+                return refuse(
+                    ExitCode::Conflict,
+                    format!(
+                        "node {node} is {} now; its delta at {target} was made in vcluster {vc}: \
+                         a node's delta rolls back only within its current vcluster",
+                        assigned.map_or("not assigned to a vcluster".to_string(), |a| format!("in vcluster {a}"))
+                    ),
+                );
+            }
             let d = DeltaRow {
                 node: node.clone(),
                 vcluster: vc,

@@ -280,6 +280,18 @@ fn rollback_restores_a_vcluster_and_a_node() {
     e.parent = Some(3);
     db.ok(Command::Rollback { entry: e });
     assert!(tables::delta(&db.conn, "n1").unwrap().is_none());
+    // Moved to another vCluster, the node's old deltas stay where they
+    // were made: rolling back to one is a conflict, and nothing changes.
+    db.assign("n1", "other");
+    let mut e = entry(Scope::Global);
+    e.parent = Some(4);
+    let (code, m) = db.refused(Command::Rollback { entry: e });
+    assert_eq!(code, ExitCode::Conflict, "{m}");
+    assert!(
+        m.contains("node n1 is in vcluster other now; its delta at 4 was made in vcluster ml"),
+        "{m}"
+    );
+    assert!(tables::delta(&db.conn, "n1").unwrap().is_none());
     let mut drift = entry(Scope::Global);
     drift.entry_type = EntryType::DriftDetected;
     let seq: u64 = db
