@@ -405,7 +405,8 @@ fn check_path(
     Ok(())
 }
 
-fn valid_name(n: &str) -> bool {
+/// A vCluster or node name: 1 to 64 letters, digits, '-', '_' or '.'.
+pub fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
         && n.bytes()

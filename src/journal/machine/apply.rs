@@ -316,6 +316,17 @@ pub fn apply(tx: &Transaction<'_>, seq: u64, cmd: &mut Command) -> Result<Outcom
             node,
             vcluster,
         } => {
+            for (what, name) in [("node", Some(&*node)), ("vcluster", vcluster.as_ref())] {
+                if let Some(n) = name.filter(|n| !crate::config::overlay::valid_name(n)) {
+                    let shown: String = n.chars().take(80).collect();
+                    return refuse(
+                        ExitCode::Invalid,
+                        format!(
+                            "bad {what} name \"{shown}\": a name is 1 to 64 letters, digits, '-', '_' or '.'"
+                        ),
+                    );
+                }
+            }
             let before = tables::assignment(tx, node)?;
             match vcluster {
                 Some(_) => entry.entry_type = EntryType::NodeAssigned,
@@ -434,7 +445,9 @@ fn rollback(
                     format!(
                         "node {node} is {} now; its delta at {target} was made in vcluster {vc}: \
                          a node's delta rolls back only within its current vcluster",
-                        assigned.map_or("not assigned to a vcluster".to_string(), |a| format!("in vcluster {a}"))
+                        assigned.map_or("not assigned to a vcluster".to_string(), |a| format!(
+                            "in vcluster {a}"
+                        ))
                     ),
                 );
             }

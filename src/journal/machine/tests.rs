@@ -309,6 +309,33 @@ fn rollback_restores_a_vcluster_and_a_node() {
 }
 
 #[test]
+fn assignments_need_proper_names() {
+    let mut db = Db::new();
+    for (node, vc, what) in [
+        ("", "ml", "node"),
+        ("bad node!", "ml", "node"),
+        ("n5", "", "vcluster"),
+        ("n3", "bad name!", "vcluster"),
+    ] {
+        let (code, m) = db.refused(Command::Assign {
+            entry: entry(Scope::Node(node.into())),
+            node: node.into(),
+            vcluster: Some(vc.into()),
+        });
+        assert_eq!(code, ExitCode::Invalid, "{m}");
+        assert!(m.starts_with(&format!("bad {what} name")), "{m}");
+    }
+    let long = "n".repeat(65);
+    let (_, m) = db.refused(Command::Assign {
+        entry: entry(Scope::Node(long.clone())),
+        node: long,
+        vcluster: Some("ml".into()),
+    });
+    assert!(m.contains("1 to 64"), "{m}");
+    db.assign("node-01.rack_2", "ml");
+}
+
+#[test]
 fn promote_reports_conflicts_and_resolves_them() {
     let mut db = Db::new();
     db.apply_spec("ml", "[vcluster.ml.sysctl]\n\"vm.base\" = \"1\"\n");
