@@ -123,6 +123,17 @@ fn journal_client_limits_are_explicit_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{err}");
     assert!(err.contains("no answer within 2.0 s"), "{err}");
+    // So does `watch`, which then keeps an eye on the journal's heartbeats.
+    let started = Instant::now();
+    let out = Command::new(PACT)
+        .args(["--timeout", "2", "watch", "-e"])
+        .arg(hung.local_addr().unwrap().to_string())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("no answer within 2.0 s"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(6));
     drop(hung);
     // A line over the limit: the connection lost framing and is closed.
     let mut s = connect(&c);

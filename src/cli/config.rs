@@ -457,28 +457,58 @@ fn promote(o: &Opts<'_>, timeout: Duration) -> CliResult {
     })
 }
 
+/// How long a watch stream may stay silent (the journal sends a heartbeat
+/// every 5 s) before the journal is taken for dead.
+const WATCH_SILENCE: Duration = Duration::from_secs(15);
+
 fn watch(o: &Opts<'_>, timeout: Duration) -> CliResult {
     let mut words = vec!["watch".to_string()];
     if let Some(v) = o.value("--vcluster") {
         words.push(format!("vcluster={v}"));
     }
     let endpoint = o.endpoints.first().cloned().unwrap_or_default();
-    let stream = std::net::TcpStream::connect(&endpoint).map_err(|e| {
+    let unreachable = |e: std::io::Error| {
         (
             ExitCode::Unreachable as i32,
             format!("journal {endpoint}: {e}"),
         )
-    })?;
-    let _ = timeout;
+    };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(endpoint.as_str())
+        .map_err(unreachable)?
+        .next()
+        .ok_or_else(|| unreachable(std::io::Error::other("no address")))?;
+    let stream = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(unreachable)?;
+    // The first answer within --timeout; then the stream must not go
+    // silent for three of the journal's 5 s heartbeats, or the journal
+    // (or the path to it) is taken for dead.
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(unreachable)?;
     let mut c = crate::proto::client::Client::new(stream);
-    c.send(&line(&words), None)
-        .map_err(|e| (ExitCode::Unreachable as i32, e.to_string()))?;
+    c.send(&line(&words), None).map_err(unreachable)?;
     let out = std::io::stdout();
+    let mut heard = false;
     loop {
-        match c
-            .read_line()
-            .map_err(|e| (ExitCode::Unreachable as i32, e.to_string()))?
-        {
+        let next = c.read_line().map_err(|e| {
+            let why = match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut if heard => {
+                    format!("the stream went silent for {} s", WATCH_SILENCE.as_secs())
+                }
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                    format!("no answer within {:.1} s", timeout.as_secs_f64())
+                }
+                _ => e.to_string(),
+            };
+            (
+                ExitCode::Unreachable as i32,
+                format!("journal {endpoint}: {why}"),
+            )
+        })?;
+        if !heard {
+            heard = true;
+            let _ = c.get_mut().set_read_timeout(Some(WATCH_SILENCE));
+        }
+        match next {
             None => {
                 return Err((
                     ExitCode::Unreachable as i32,

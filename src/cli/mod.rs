@@ -112,9 +112,15 @@ fn run(args: Vec<String>) -> CliResult {
             }
             "--timeout" => {
                 let v = it.next().ok_or_else(|| usage("--timeout needs seconds"))?;
-                let secs: f64 = v
-                    .parse()
-                    .map_err(|_| usage(format!("--timeout {v}: not a number")))?;
+                let secs = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0 * 365.0)
+                    .ok_or_else(|| {
+                        usage(format!(
+                            "--timeout {v}: not a number of seconds (0 < s <= 1 year)"
+                        ))
+                    })?;
                 g.timeout = Duration::from_secs_f64(secs.max(0.1));
             }
             "-h" | "--help" if rest.is_empty() => {
