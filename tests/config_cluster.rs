@@ -401,5 +401,36 @@ fn ttl_bounds_and_bad_specs_write_nothing() {
     let log = pact_ok(&c, &["log", "--json", "-n", "1"]);
     let v: serde_json::Value = serde_json::from_str(&log).unwrap();
     assert_eq!(v[0]["type"], "Rollback");
-    assert_eq!(v[0]["seq"].as_u64(), Some(seq + 1));
+    assert_eq!(v[0]["seq"].as_u64(), Some(seq + 1)); // Several vClusters in one file are independent: a refusal for one is
+                                                     // reported, the others are still written, and --json says which.
+    let multi = write_spec(
+        &c,
+        "multi.toml",
+        "[vcluster.a1.sysctl]\n\"vm.a\" = \"1\"\n\n\
+         [vcluster.bb.services.x]\nbinary = \"/bin/true\"\ndepends_on = [\"nope\"]\n\n\
+         [vcluster.cc.sysctl]\n\"vm.c\" = \"1\"\n",
+    );
+    let o = pact(&c, &["--json", "apply", &multi]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let got: Vec<(String, bool)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["vcluster"].as_str().unwrap().to_string(),
+                r.get("error").is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a1".into(), false),
+            ("bb".into(), true),
+            ("cc".into(), false)
+        ],
+        "{v}"
+    );
 }

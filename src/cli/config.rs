@@ -204,6 +204,7 @@ fn apply(o: &Opts<'_>, timeout: Duration) -> CliResult {
         .map_err(|e: toml::de::Error| (ExitCode::Invalid as i32, format!("{path}: {e}")))?;
     let mut c = client(o, timeout);
     let mut results = Vec::new();
+    let mut first_failure = None;
     for spec in &specs {
         // One request per vCluster, with only its part of the file.
         let part = doc
@@ -222,9 +223,23 @@ fn apply(o: &Opts<'_>, timeout: Duration) -> CliResult {
             format!("file={path}"),
         ];
         words.extend(author_words(o));
-        let r = c
-            .write(&line(&words), Some(body.as_bytes()))
-            .map_err(failed)?;
+        // The vClusters are independent: a refusal for one is reported
+        // and the others are still applied (and reported).
+        let r = match c.write(&line(&words), Some(body.as_bytes())) {
+            Ok(r) => r,
+            Err(e) => {
+                let (code, msg) = failed(e);
+                eprintln!("pact: vcluster {}: {msg}", spec.vcluster);
+                first_failure.get_or_insert(code);
+                results.push(
+                    Record::new()
+                        .field("vcluster", &spec.vcluster)
+                        .field("error", &msg)
+                        .field("code", code),
+                );
+                continue;
+            }
+        };
         let f = ok_fields(&r);
         if !o.json && f.get("unchanged") == Some("true") {
             println!(
@@ -245,7 +260,11 @@ fn apply(o: &Opts<'_>, timeout: Duration) -> CliResult {
     if o.json {
         println!("{}", output::json_array(&results));
     }
-    Ok(0)
+    match first_failure {
+        // Already said per vCluster; the exit code is the first failure's.
+        Some(code) => Ok(code),
+        None => Ok(0),
+    }
 }
 
 fn commit(o: &Opts<'_>, timeout: Duration) -> CliResult {
