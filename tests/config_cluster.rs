@@ -401,8 +401,9 @@ fn ttl_bounds_and_bad_specs_write_nothing() {
     let log = pact_ok(&c, &["log", "--json", "-n", "1"]);
     let v: serde_json::Value = serde_json::from_str(&log).unwrap();
     assert_eq!(v[0]["type"], "Rollback");
-    assert_eq!(v[0]["seq"].as_u64(), Some(seq + 1)); // Several vClusters in one file are independent: a refusal for one is
-                                                     // reported, the others are still written, and --json says which.
+    assert_eq!(v[0]["seq"].as_u64(), Some(seq + 1));
+    // Several vClusters in one file are independent: a refusal for one is
+    // reported, the others are still written, and --json says which.
     let multi = write_spec(
         &c,
         "multi.toml",
