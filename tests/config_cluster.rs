@@ -357,6 +357,19 @@ fn ttl_bounds_and_bad_specs_write_nothing() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown option --dryrun"));
     let o = pact(&c, &["status", "no-such-node", "--json"]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "null\n");
+    // Arguments that are not used are refused, not ignored.
+    for args in [
+        &["log", "extra"][..],
+        &["status", "n1", "n2"],
+        &["watch", "x"],
+    ] {
+        let o = pact(&c, args);
+        assert_eq!(o.status.code(), Some(3), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains("unexpected argument"), "{}", text(&o));
+    }
+    pact_ok(&c, &["log", "-n", "2", "--scope", "vcluster:ml"]);
+    pact_ok(&c, &["status", "n1"]);
     let d = write_spec(
         &c,
         "d.toml",

@@ -334,11 +334,23 @@ fn write_report(
     Ok(0)
 }
 
+/// At most `max` positional arguments: more is a usage error, not
+/// something to ignore.
+fn no_extra(o: &Opts<'_>, max: usize, usage_line: &str) -> Result<(), (i32, String)> {
+    match o.rest.get(max) {
+        Some(extra) => Err(usage(format!(
+            "unexpected argument \"{extra}\"; usage: {usage_line}"
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn read(o: &Opts<'_>, timeout: Duration, words: &[String]) -> Result<Response, (i32, String)> {
     client(o, timeout).read(&line(words)).map_err(failed)
 }
 
 fn log(o: &Opts<'_>, timeout: Duration) -> CliResult {
+    no_extra(o, 0, "pact log [-n N] [--scope S]")?;
     let mut words = vec![
         "log".to_string(),
         format!("n={}", o.value("-n").unwrap_or("20")),
@@ -370,6 +382,7 @@ fn log(o: &Opts<'_>, timeout: Duration) -> CliResult {
 }
 
 fn diff(o: &Opts<'_>, timeout: Duration) -> CliResult {
+    no_extra(o, 1, "pact diff --committed [node]")?;
     if !o.flag("--committed") {
         return Err(usage(
             "pact diff --committed [node] (live drift comes with the drift issue)",
@@ -481,6 +494,7 @@ fn promote(o: &Opts<'_>, timeout: Duration) -> CliResult {
 const WATCH_SILENCE: Duration = Duration::from_secs(15);
 
 fn watch(o: &Opts<'_>, timeout: Duration) -> CliResult {
+    no_extra(o, 0, "pact watch [--vcluster X]")?;
     let mut words = vec!["watch".to_string()];
     if let Some(v) = o.value("--vcluster") {
         words.push(format!("vcluster={v}"));
@@ -585,7 +599,11 @@ fn group(o: &Opts<'_>, timeout: Duration) -> CliResult {
             Ok(0)
         }
         ["show", vc] => {
-            let r = read(o, timeout, &["group".to_string(), vc.to_string()])?;
+            let r = read(o, timeout, &["group".to_string(), vc.to_string()]).inspect_err(|e| {
+                if o.json && e.0 == ExitCode::Invalid as i32 {
+                    println!("null");
+                }
+            })?;
             let rec = r.records.first().cloned().unwrap_or_default();
             if o.json {
                 let mut rec = rec;
@@ -697,8 +715,16 @@ fn node_list(o: &Opts<'_>, timeout: Duration, node: Option<&str>) -> CliResult {
 
 /// `pact status NODE` or `pact status --vcluster X` (the journal's view).
 fn status(o: &Opts<'_>, timeout: Duration) -> CliResult {
+    no_extra(o, 1, "pact status [node] [--vcluster X]")?;
     match (o.rest.first(), o.value("--vcluster")) {
-        (Some(n), _) => node_list(o, timeout, Some(n)),
+        (Some(n), _) => {
+            let r = node_list(o, timeout, Some(n));
+            if o.json && matches!(r, Err((3, _))) {
+                // A node the journal does not know: null, and exit 3.
+                println!("null");
+            }
+            r
+        }
         (None, Some(_)) => node_list(o, timeout, None),
         (None, None) => Err(usage("pact status [node] [--vcluster X]")),
     }
