@@ -295,6 +295,16 @@ fn promote_with_and_without_conflicts() {
         "{}",
         text(&dry)
     );
+    // The same with --json: one object, the fragment and the conflicts.
+    let dry = pact(&c, &["--json", "promote", "n1", "--dry-run"]);
+    assert_eq!(dry.status.code(), Some(4), "{}", text(&dry));
+    let v: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(v["node"], "n1");
+    assert!(
+        v["fragment"].as_str().unwrap().contains("vm.swappiness"),
+        "{v}"
+    );
+    assert_eq!(v["conflicts"][0]["conflict"], "n2", "{v}");
     let o = pact(&c, &["promote", "n1"]);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
@@ -348,9 +358,29 @@ fn ttl_bounds_and_bad_specs_write_nothing() {
     pact_ok(&c, &["apply", &base]);
     pact_ok(&c, &["node", "assign", "n1", "ml"]);
     let before = entry_count(&c);
-    // Applying what is already declared writes nothing.
-    let again = pact_ok(&c, &["apply", &base]);
-    assert!(again.contains("nothing written"), "{again}");
+    // Applying what is already declared writes nothing (here read from
+    // standard input, as `-`).
+    let eps: Vec<String> = c.nodes.iter().map(|n| n.client.to_string()).collect();
+    let mut child = Command::new(CLI)
+        .args(["apply", "-"])
+        .env("PACT_JOURNAL_ENDPOINTS", eps.join(","))
+        .env("PACT_PRINCIPAL", "alice@example.org")
+        .env("PACT_ROLE", "pact-platform-admin")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        &std::fs::read(&base).unwrap(),
+    )
+    .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let again = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && again.contains("nothing written"),
+        "{again}"
+    );
     // A mistyped option is refused, not ignored.
     let o = pact(&c, &["promote", "n1", "--dryrun"]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
@@ -404,6 +434,19 @@ fn ttl_bounds_and_bad_specs_write_nothing() {
     let o = pact(&c, &["apply", &broken]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert_eq!(entry_count(&c), before, "rejected writes left no entry");
+    // A TTL out of bounds is refused before the journal is asked (here:
+    // none is reachable), as an invalid argument, not an unknown outcome.
+    let o = Command::new(CLI)
+        .args(["commit", "--node", "n1", &d, "--ttl", "5"])
+        .env("PACT_JOURNAL_ENDPOINTS", "127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("TTL must be >= 900 seconds"),
+        "{}",
+        text(&o)
+    );
     // The bounds themselves are accepted.
     pact_ok(&c, &["commit", "--node", "n1", &d, "--ttl", "900"]);
     pact_ok(&c, &["commit", "--node", "n1", &d, "--ttl", "864000"]);

@@ -194,8 +194,7 @@ fn apply(o: &Opts<'_>, timeout: Duration) -> CliResult {
     let [path] = o.rest[..] else {
         return Err(usage("pact apply <spec.toml>"));
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| (ExitCode::Invalid as i32, format!("{path}: {e}")))?;
+    let text = read_input(path)?;
     // Checked here first: errors name this file, its lines and keys.
     let specs = parse_spec(&Source::from_str(path, &text))
         .map_err(|e| (ExitCode::Invalid as i32, e.to_string()))?;
@@ -274,8 +273,7 @@ fn commit(o: &Opts<'_>, timeout: Duration) -> CliResult {
     let [path] = o.rest[..] else {
         return Err(usage("pact commit --node <node> <delta.toml>"));
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| (ExitCode::Invalid as i32, format!("{path}: {e}")))?;
+    let text = read_input(path)?;
     parse_spec(&Source::from_str(path, &text))
         .map_err(|e| (ExitCode::Invalid as i32, e.to_string()))?;
     let mut words = vec![
@@ -284,6 +282,14 @@ fn commit(o: &Opts<'_>, timeout: Duration) -> CliResult {
         format!("file={path}"),
     ];
     if let Some(ttl) = o.value("--ttl") {
+        // Checked here too, with the journal's own texts: a TTL out of
+        // bounds is an invalid argument even when the journal is down.
+        ttl.parse::<u32>()
+            .map_err(|_| usage(format!("--ttl {ttl}: not a number of seconds")))
+            .and_then(|t| {
+                crate::journal::machine::entry::validate_ttl(t)
+                    .map_err(|m| (ExitCode::Invalid as i32, m))
+            })?;
         words.push(format!("ttl={ttl}"));
     }
     write_report(o, timeout, words, Some(text.as_bytes()), |f| {
@@ -334,6 +340,17 @@ fn write_report(
     Ok(0)
 }
 
+/// A spec file's text; `-` is standard input.
+fn read_input(path: &str) -> Result<String, (i32, String)> {
+    let read = if path == "-" {
+        let mut t = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).map(|_| t)
+    } else {
+        std::fs::read_to_string(path)
+    };
+    read.map_err(|e| (ExitCode::Invalid as i32, format!("{path}: {e}")))
+}
+
 /// At most `max` positional arguments: more is a usage error, not
 /// something to ignore.
 fn no_extra(o: &Opts<'_>, max: usize, usage_line: &str) -> Result<(), (i32, String)> {
@@ -351,6 +368,9 @@ fn read(o: &Opts<'_>, timeout: Duration, words: &[String]) -> Result<Response, (
 
 fn log(o: &Opts<'_>, timeout: Duration) -> CliResult {
     no_extra(o, 0, "pact log [-n N] [--scope S]")?;
+    if let Some(n) = o.value("-n").filter(|n| n.parse::<u64>().is_err()) {
+        return Err(usage(format!("-n {n}: not a number")));
+    }
     let mut words = vec![
         "log".to_string(),
         format!("n={}", o.value("-n").unwrap_or("20")),
@@ -447,7 +467,20 @@ fn promote(o: &Opts<'_>, timeout: Duration) -> CliResult {
     let text = String::from_utf8_lossy(&preview.bodies.concat()).into_owned();
     let conflicts = &preview.records;
     if o.flag("--dry-run") {
-        print!("{text}");
+        if o.json {
+            // What the promote would write, and its conflicts, as JSON.
+            let mut rec = Record::new().field("node", node);
+            rec.push("fragment", &text);
+            let conflicts: Vec<String> = conflicts.iter().map(output::json_object).collect();
+            let obj = output::json_object(&rec);
+            println!(
+                "{},\"conflicts\":[{}]}}",
+                &obj[..obj.len() - 1],
+                conflicts.join(",")
+            );
+        } else {
+            print!("{text}");
+        }
         for c in conflicts {
             eprintln!(
                 "conflict: node {} has {} = {} (promoting {})",

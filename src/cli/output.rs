@@ -19,6 +19,7 @@ const TEXT_FIELDS: &[&str] = &[
     "data",
     "detail",
     "dimension",
+    "fragment",
     "key",
     "kind",
     "local",
