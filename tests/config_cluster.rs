@@ -447,6 +447,13 @@ fn ttl_bounds_and_bad_specs_write_nothing() {
         "{}",
         text(&o)
     );
+    let o = pact(&c, &["rollback", "99999"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("rollback 99999: there is no entry 99999 yet"),
+        "{}",
+        text(&o)
+    );
     // The bounds themselves are accepted.
     pact_ok(&c, &["commit", "--node", "n1", &d, "--ttl", "900"]);
     pact_ok(&c, &["commit", "--node", "n1", &d, "--ttl", "864000"]);

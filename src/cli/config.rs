@@ -317,6 +317,17 @@ fn rollback(o: &Opts<'_>, timeout: Duration) -> CliResult {
             f.get("seq").unwrap_or("?")
         )
     })
+    .map_err(|(code, m)| {
+        // The journal's text (digest) names the rule; say what it means here.
+        if m == "parent must precede entry" {
+            (
+                code,
+                format!("rollback {seq}: there is no entry {seq} yet ({m})"),
+            )
+        } else {
+            (code, m)
+        }
+    })
 }
 
 /// A write with its author; prints the answer as JSON or as `human` says.
