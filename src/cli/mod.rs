@@ -100,6 +100,7 @@ fn run(args: Vec<String>) -> CliResult {
         timeout: Duration::from_secs(120),
     };
     let mut rest = Vec::new();
+    let mut endpoint_first = Vec::new();
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -131,9 +132,18 @@ fn run(args: Vec<String>) -> CliResult {
                 println!("pact {}", env!("CARGO_PKG_VERSION"));
                 return Ok(0);
             }
+            // `-e HOST` before the command: an option of the journal
+            // commands, taken as if it came after the command's name.
+            "-e" | "--endpoint" if rest.is_empty() => {
+                let v = it
+                    .next()
+                    .ok_or_else(|| usage(format!("{a} needs HOST:PORT")))?;
+                endpoint_first.extend([a, v]);
+            }
             _ => rest.push(a),
         }
     }
+    rest.extend(endpoint_first);
     let words: Vec<&str> = rest.iter().map(String::as_str).collect();
     if let Some(result) = config::run(&words, g.json, g.timeout) {
         return result;
