@@ -96,6 +96,19 @@ fn journal_client_limits_are_explicit_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("exceeds the limit of 1024"), "{err}");
+    // -e may also come before the command word.
+    let out = Command::new(PACT)
+        .arg("-e")
+        .arg(c.node(1).client.to_string())
+        .args(["journal", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A node that accepts but never answers is left for the next endpoint
     // (a read waits a little over the server's request timeout), and the
     // timeout is named as one.
