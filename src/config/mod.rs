@@ -90,6 +90,28 @@ impl Source {
         }
     }
 
+    /// Where key `name` is set in the table that starts at `span` (its
+    /// line, up to the next table header), for an error about one field
+    /// of a table read as a whole.
+    pub fn key_in(&self, span: Range<usize>, name: &str) -> Option<Range<usize>> {
+        let start = span.start.min(self.text.len());
+        let mut at = start;
+        for (i, line) in self.text[start..].split_inclusive('\n').enumerate() {
+            let t = line.trim_start();
+            if i > 0 && t.starts_with('[') {
+                return None;
+            }
+            let rest = t
+                .strip_prefix(name)
+                .or_else(|| t.strip_prefix(&format!("\"{name}\"")));
+            if rest.is_some_and(|r| r.trim_start().starts_with('=')) {
+                return Some(at..at + line.len());
+            }
+            at += line.len();
+        }
+        None
+    }
+
     /// Deserialize the whole file, turning a `toml` error into a located one.
     pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConfigError> {
         toml::from_str(&self.text).map_err(|e| self.toml_error(&e))
@@ -117,10 +139,12 @@ impl Source {
             .find('\n')
             .map_or(self.text.len(), |i| start + i);
         let line = self.text[line_start..line_end].trim();
-        let table = before[..line_start]
-            .lines()
-            .rev()
-            .map(str::trim)
+        // The table the span is in: its own header line (an error about a
+        // whole table, such as a missing field, points there), else the
+        // nearest header above.
+        let table = std::iter::once(line)
+            .filter(|l| l.starts_with('['))
+            .chain(before[..line_start].lines().rev().map(str::trim))
             .find(|l| l.starts_with('[') && !l.starts_with("[["))
             .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
         let own = line

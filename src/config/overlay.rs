@@ -302,8 +302,8 @@ pub fn parse_spec(src: &Source) -> Result<Vec<OverlaySpec>, ConfigError> {
             let mode = &f.get_ref().mode;
             if u32::from_str_radix(mode, 8).map_or(true, |m| m > 0o7777) {
                 return Err(src.error(
-                    Some(f.span()),
-                    &key("files", &path),
+                    Some(src.key_in(f.span(), "mode").unwrap_or(f.span())),
+                    &format!("{}.mode", key("files", &path)),
                     format!("mode \"{mode}\" is not an octal mode like \"0644\""),
                 ));
             }

@@ -93,6 +93,11 @@ fn errors_name_line_and_key() {
             2,
         ),
         (
+            "[vcluster.v.files.\"/etc/y\"]\ncontent = \"a\"\n\nmode = \"0999\"\n",
+            "octal mode",
+            4,
+        ),
+        (
             "[vcluster.v.services.a]\nbinary = \"/x\"\ncgroup_memory_max = \"64Q\"\n",
             "unknown unit",
             3,

@@ -170,6 +170,8 @@ fn missing_binary() {
     assert!(e.message.contains("not an executable"), "{e}");
     let e = parse("[vcluster.v.services.a]\nargs = []\n").unwrap_err();
     assert!(e.message.contains("missing field `binary`"), "{e}");
+    // Named by the table it is missing from.
+    assert_eq!(e.key.as_deref(), Some("vcluster.v.services.a"), "{e}");
 }
 
 #[test]
