@@ -120,11 +120,51 @@ impl<S: Read + Write> Client<S> {
 
     /// Send a request and read its whole response.
     pub fn call(&mut self, line: &str, body: Option<&[u8]>) -> io::Result<Response> {
-        self.send(line, body)?;
+        if let Err(e) = self.send(line, body) {
+            // A server that refuses a connection (not allowed, too many)
+            // answers `err` and closes, maybe before the request is
+            // written: that answer, if it came, says more than EPIPE.
+            // Only a refusal counts: the request was not read, so it
+            // cannot have been carried out.
+            return match self.read_response() {
+                Ok(r) if matches!(r.outcome, Outcome::Err(..)) => Ok(r),
+                _ => Err(e),
+            };
+        }
         self.read_response()
     }
 
     pub fn get_mut(&mut self) -> &mut S {
         self.reader.get_mut()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn a_refusal_sent_before_the_request_is_the_answer_not_epipe() {
+        let (client_end, mut server_end) = UnixStream::pair().unwrap();
+        server_end
+            .write_all(b"err 2 permission denied: the control socket is for root\n")
+            .unwrap();
+        drop(server_end);
+        let mut c = Client::new(client_end);
+        let r = c.call("status", Some(&[0u8; 300_000])).unwrap();
+        assert_eq!(
+            r.outcome,
+            Outcome::Err(
+                2,
+                "permission denied: the control socket is for root".to_string()
+            )
+        );
+        // Without an answer, the write's own error stands.
+        let (client_end, server_end) = UnixStream::pair().unwrap();
+        drop(server_end);
+        let mut c = Client::new(client_end);
+        let e = c.call("status", None).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
     }
 }
