@@ -292,10 +292,10 @@ impl ControlServer {
             // After the client's end of stream: input left that is not a
             // whole request was cut off by that end; it is not run, and
             // the client is told so. Whole ones are answered first.
-            if !c.broken && !c.reader.is_empty() && !c.reader.has_request() {
+            if let Some(e) = c.reader.cut_off().filter(|_| !c.broken) {
                 c.push_line(&crate::proto::err_line(
                     crate::proto::ExitCode::Invalid,
-                    "the connection ended inside a request (an unfinished line or body); it was not run",
+                    &e.to_string(),
                 ));
                 c.broken = true;
                 if c.flush().is_err() {

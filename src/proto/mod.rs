@@ -56,12 +56,21 @@ pub enum ExitCode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProtoError {
     Empty,
-    LineTooLong { max: usize },
-    TooManyWords { max: usize },
+    LineTooLong {
+        max: usize,
+    },
+    TooManyWords {
+        max: usize,
+    },
     NotUtf8,
     BadQuoting(&'static str),
     BadLength(String),
-    BodyTooLarge { len: usize, max: usize },
+    BodyTooLarge {
+        len: usize,
+        max: usize,
+    },
+    /// The stream ended inside a request (see `LineReader::cut_off`).
+    CutOff,
 }
 
 impl fmt::Display for ProtoError {
@@ -78,6 +87,10 @@ impl fmt::Display for ProtoError {
             ProtoError::BodyTooLarge { len, max } => {
                 write!(f, "body of {len} bytes exceeds the limit of {max} bytes")
             }
+            ProtoError::CutOff => write!(
+                f,
+                "the connection ended inside a request (an unfinished line or body); it was not run"
+            ),
         }
     }
 }

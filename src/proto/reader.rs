@@ -120,6 +120,13 @@ impl LineReader {
         self.buf.is_empty() && self.pending.is_none() && self.skip == 0
     }
 
+    /// At the client's end of stream, once every whole request is taken:
+    /// the error for what is left, a request the end cut off (it is not
+    /// run; the client is told so).
+    pub fn cut_off(&self) -> Option<ProtoError> {
+        (!self.is_empty() && !self.has_request()).then_some(ProtoError::CutOff)
+    }
+
     /// Whether [`next_request`](Self::next_request) has something to give
     /// now (a request or a parse error). Buffered input without one is an
     /// unfinished line or body, which no end of stream can complete.
@@ -259,6 +266,7 @@ mod tests {
         assert!(r.has_request());
         r.next_request().unwrap().unwrap();
         assert!(!r.has_request() && !r.is_empty());
+        assert_eq!(r.cut_off(), Some(ProtoError::CutOff));
         let mut r = LineReader::new(Limits::default());
         r.feed(b"append +5\nabc").unwrap();
         assert_eq!(r.next_request().unwrap(), None);

@@ -290,16 +290,9 @@ impl ClientServer {
         // After the client's end of stream, close once every complete
         // request it sent is answered. Input left over then is a request
         // cut off by that end: it is not run, and the client is told so.
-        if c.close_after_flush
-            && !c.busy
-            && !c.broken
-            && !c.reader.is_empty()
-            && !c.reader.has_request()
-        {
-            c.push_line(&err_line(
-                ExitCode::Invalid,
-                "the connection ended inside a request (an unfinished line or body); it was not run",
-            ));
+        let ended = c.close_after_flush && !c.busy && !c.broken;
+        if let Some(e) = ended.then(|| c.reader.cut_off()).flatten() {
+            c.push_line(&err_line(ExitCode::Invalid, &e.to_string()));
             c.broken = true;
             if c.flush().is_err() {
                 self.close(registry, t);
