@@ -70,7 +70,7 @@ pub(super) enum Source {
         service: String,
         fd: OwnedFd,
     },
-    /// The close-on-exec error pipe of process `pid` (in `exec_pipes`).
+    /// The close-on-exec error pipe of process `pid` (in `exec_watches`).
     ExecStatus {
         pid: u32,
     },
@@ -78,6 +78,16 @@ pub(super) enum Source {
         service: String,
     },
     Probe,
+}
+
+/// A child's close-on-exec error pipe, watched by the loop until it says
+/// whether the exec worked; a failure is kept for the reap to report.
+struct ExecWatch {
+    binary: PathBuf,
+    pipe: OwnedFd,
+    /// Its token while registered (until the pipe has spoken).
+    token: Option<Token>,
+    failed: Option<io::Error>,
 }
 
 /// What an inotify watch is for.
@@ -106,10 +116,8 @@ pub(super) struct Waiter {
 pub struct Agent {
     /// Per child pid: its binary and the read end of its exec-error pipe
     /// (read when it is reaped).
-    /// Exec pipes not yet settled, by pid: binary, read end, its token.
-    pub(super) exec_pipes: HashMap<u32, (PathBuf, OwnedFd, Token)>,
-    /// Execs that failed (seen on the pipe), kept for the reap to report.
-    exec_failures: HashMap<u32, (PathBuf, io::Error)>,
+    /// Children whose exec the loop has not seen succeed yet, by pid.
+    exec_watches: HashMap<u32, ExecWatch>,
     pub(super) poll: Poll,
     pub(super) cfg: AgentConfig,
     pub(super) pid1: bool,
@@ -257,8 +265,7 @@ impl Agent {
             reboot_requested: false,
             panics: Vec::new(),
             orphans_reaped: 0,
-            exec_pipes: HashMap::new(),
-            exec_failures: HashMap::new(),
+            exec_watches: HashMap::new(),
             stall_hook,
         })
     }
@@ -452,22 +459,22 @@ impl Agent {
         for (pid, status) in pid1::reap() {
             let exit = pid1::exit_of(status);
             let service = self.sup.service_of_pid(pid).map(str::to_string);
-            // Its exec pipe, if the loop has not settled it yet: the child
-            // is gone, so it holds the errno or EOF now.
-            let exec_failed = match self.take_exec_pipe(pid) {
-                Some((bin, fd)) => match super::spawn::exec_error(&fd) {
-                    Some(e) => Some((bin, e)),
-                    None => {
-                        // Ran, and ended before the loop saw its exec.
-                        if let Some(s) = &service {
-                            let actions = self.sup.on_exec_ok(now, s, pid);
-                            self.perform(now, actions);
-                        }
-                        None
+            // Its exec pipe, if the loop has not settled it: the child is
+            // gone, so it holds the errno or EOF now.
+            let exec_failed = self.unwatch_exec(pid).and_then(|mut w| {
+                let failed = w
+                    .failed
+                    .take()
+                    .or_else(|| super::spawn::exec_error(&w.pipe));
+                if failed.is_none() {
+                    // Ran, and ended before the loop saw its exec.
+                    if let Some(s) = &service {
+                        let actions = self.sup.on_exec_ok(now, s, pid);
+                        self.perform(now, actions);
                     }
-                },
-                None => self.exec_failures.remove(&pid),
-            };
+                }
+                failed.map(|e| (w.binary, e))
+            });
             match service {
                 Some(s) => {
                     if let Some((bin, e)) = exec_failed {
@@ -592,20 +599,33 @@ impl Agent {
                 self.pgids.insert(service.to_string(), child.pid);
                 let pipe = child.exec_status.as_raw_fd();
                 let t = self.token();
-                if let Err(e) =
-                    self.poll
+                let token =
+                    match self
+                        .poll
                         .registry()
                         .register(&mut SourceFd(&pipe), t, Interest::READABLE)
-                {
-                    // Then the reap tells whether the exec worked; until
-                    // then a `spawned` service stays starting.
-                    log::warn!(target: "agent::loop", "cannot watch an exec pipe: {e}");
-                } else {
-                    self.sources
-                        .insert(t, Source::ExecStatus { pid: child.pid });
-                }
-                self.exec_pipes
-                    .insert(child.pid, (spec.binary.clone(), child.exec_status, t));
+                    {
+                        Ok(()) => {
+                            self.sources
+                                .insert(t, Source::ExecStatus { pid: child.pid });
+                            Some(t)
+                        }
+                        Err(e) => {
+                            // Then the reap tells whether the exec worked; until
+                            // then a `spawned` service stays starting.
+                            log::warn!(target: "agent::loop", "cannot watch an exec pipe: {e}");
+                            None
+                        }
+                    };
+                self.exec_watches.insert(
+                    child.pid,
+                    ExecWatch {
+                        binary: spec.binary.clone(),
+                        pipe: child.exec_status,
+                        token,
+                        failed: None,
+                    },
+                );
                 self.register_fd(child.output, |fd| Source::Output {
                     service: service.to_string(),
                     fd,
@@ -863,40 +883,46 @@ impl Agent {
         }
     }
 
-    /// Removes `pid`'s exec pipe from the loop: its binary and read end.
-    fn take_exec_pipe(&mut self, pid: u32) -> Option<(PathBuf, OwnedFd)> {
-        let (bin, fd, t) = self.exec_pipes.remove(&pid)?;
-        if self.sources.remove(&t).is_some() {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&fd.as_raw_fd()));
+    /// Takes `pid`'s exec watch, its pipe no longer in the loop.
+    fn unwatch_exec(&mut self, pid: u32) -> Option<ExecWatch> {
+        self.stop_polling_exec(pid);
+        self.exec_watches.remove(&pid)
+    }
+
+    /// Takes `pid`'s exec pipe out of the loop (it has spoken).
+    fn stop_polling_exec(&mut self, pid: u32) {
+        let Some(w) = self.exec_watches.get_mut(&pid) else {
+            return;
+        };
+        if let Some(t) = w.token.take() {
+            self.sources.remove(&t);
+            let raw = w.pipe.as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
         }
-        Some((bin, fd))
     }
 
     /// The exec pipe of `pid` has news: EOF (the exec worked: a `spawned`
     /// service is ready now) or the exec's errno (kept for the reap, which
     /// follows at once: the child exits after writing it).
     fn on_exec_pipe(&mut self, pid: u32, now: Instant) {
-        let Some((_, fd, _)) = self.exec_pipes.get(&pid) else {
+        let Some(w) = self.exec_watches.get(&pid) else {
             return;
         };
-        let failed = match super::spawn::read_exec_status(fd) {
-            super::spawn::ExecStatus::Pending => return,
-            super::spawn::ExecStatus::Ran => None,
-            super::spawn::ExecStatus::Failed(e) => Some(e),
-        };
-        let Some((bin, _)) = self.take_exec_pipe(pid) else {
-            return;
-        };
-        if let Some(e) = failed {
-            self.exec_failures.insert(pid, (bin, e));
-            return;
-        }
-        if let Some(service) = self.sup.service_of_pid(pid).map(str::to_string) {
-            let actions = self.sup.on_exec_ok(now, &service, pid);
-            self.perform(now, actions);
+        match super::spawn::read_exec_status(&w.pipe) {
+            super::spawn::ExecStatus::Pending => {}
+            super::spawn::ExecStatus::Ran => {
+                self.unwatch_exec(pid);
+                if let Some(service) = self.sup.service_of_pid(pid).map(str::to_string) {
+                    let actions = self.sup.on_exec_ok(now, &service, pid);
+                    self.perform(now, actions);
+                }
+            }
+            super::spawn::ExecStatus::Failed(e) => {
+                self.stop_polling_exec(pid);
+                if let Some(w) = self.exec_watches.get_mut(&pid) {
+                    w.failed = Some(e);
+                }
+            }
         }
     }
 
