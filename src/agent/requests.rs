@@ -582,5 +582,5 @@ fn parse_bool(v: &str) -> Option<bool> {
 }
 
 fn is_true(v: Option<&str>) -> bool {
-    matches!(v, Some("1" | "true" | "yes" | "on"))
+    v.and_then(parse_bool) == Some(true)
 }

@@ -480,14 +480,11 @@ fn promote(o: &Opts<'_>, timeout: Duration) -> CliResult {
     if o.flag("--dry-run") {
         if o.json {
             // What the promote would write, and its conflicts, as JSON.
-            let mut rec = Record::new().field("node", node);
-            rec.push("fragment", &text);
-            let conflicts: Vec<String> = conflicts.iter().map(output::json_object).collect();
-            let obj = output::json_object(&rec);
             println!(
-                "{},\"conflicts\":[{}]}}",
-                &obj[..obj.len() - 1],
-                conflicts.join(",")
+                "{{\"node\":{},\"fragment\":{},\"conflicts\":{}}}",
+                crate::logger::json_string(node),
+                crate::logger::json_string(&text),
+                output::json_array(conflicts)
             );
         } else {
             print!("{text}");

@@ -19,7 +19,6 @@ const TEXT_FIELDS: &[&str] = &[
     "data",
     "detail",
     "dimension",
-    "fragment",
     "key",
     "kind",
     "local",
