@@ -192,7 +192,7 @@ struct SpecSections {
     #[serde(default)]
     sysctl: BTreeMap<String, Spanned<toml::Value>>,
     #[serde(default)]
-    modules: Option<ModulesSpec>,
+    modules: Option<Spanned<ModulesSpec>>,
     #[serde(default)]
     mounts: BTreeMap<String, Spanned<MountSpec>>,
     #[serde(default)]
@@ -275,10 +275,12 @@ pub fn parse_spec(src: &Source) -> Result<Vec<OverlaySpec>, ConfigError> {
             set.sysctl.insert(k, value);
         }
         if let Some(m) = s.modules {
+            let span = m.span();
+            let m = m.into_inner();
             for module in &m.load {
                 if module.is_empty() || module.contains('/') {
                     return Err(src.error(
-                        None,
+                        src.key_in(span.clone(), "load").or(Some(span.clone())),
                         &format!("vcluster.{name}.modules.load"),
                         format!("bad module name \"{module}\""),
                     ));

@@ -113,6 +113,11 @@ fn errors_name_line_and_key() {
             2,
         ),
         ("[vcluster.v.frobs]\nx = 1\n", "unknown field `frobs`", 1),
+        (
+            "[vcluster.v.sysctl]\n\"a.b\" = 1\n\n[vcluster.v.modules]\n\nload = [\"a/b\"]\n",
+            "bad module name",
+            6,
+        ),
     ];
     for (text, want, line) in cases {
         let e = spec(text).unwrap_err();

@@ -391,14 +391,6 @@ impl ServiceSet {
                 }
             }
         }
-        if env.partial {
-            // Dependencies may live in the overlay this fragment joins: the
-            // order is checked once merged.
-            return Ok(ServiceSet {
-                vcluster: vc_name.clone(),
-                services: specs,
-            });
-        }
         let order = start_sequence(&specs).map_err(|cycle| {
             let first = &cycle[0];
             let span = services
@@ -410,6 +402,15 @@ impl ServiceSet {
                 format!("dependency cycle: {}", cycle.join(" -> ")),
             )
         })?;
+        if env.partial {
+            // Dependencies may also live in the overlay this fragment joins
+            // (a cycle among the fragment's own services is refused above):
+            // the whole order is checked once merged.
+            return Ok(ServiceSet {
+                vcluster: vc_name.clone(),
+                services: specs,
+            });
+        }
         let mut by_index: Vec<Option<ServiceSpec>> = specs.into_iter().map(Some).collect();
         let services = order
             .into_iter()
