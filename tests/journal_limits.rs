@@ -83,6 +83,20 @@ fn journal_client_limits_are_explicit_errors() {
         rest.ends_with("err 3 the connection ended inside a request (an unfinished line or body); it was not run\n"),
         "{rest}"
     );
+    // The end of stream inside a refused (skipped) body: that request has
+    // its one answer, then the close, at once.
+    let s = connect(&c);
+    (&s).write_all(b"append +5000\n0123456789").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let started = Instant::now();
+    let mut rest = String::new();
+    BufReader::new(&s).read_to_string(&mut rest).unwrap();
+    assert_eq!(rest.lines().count(), 1, "{rest}");
+    assert!(rest.contains("exceeds the limit of 1024"), "{rest}");
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "closed only by the idle timeout"
+    );
     // The CLI, with a file over the limit: the refusal, not "indeterminate".
     let big = c.dir.join("big.bin");
     std::fs::write(&big, vec![b'z'; 200_000]).unwrap();
@@ -158,11 +172,13 @@ fn journal_client_limits_are_explicit_errors() {
     );
     // Unknown verbs and bad arguments are per-request errors.
     let mut s = connect(&c);
-    s.write_all(b"frobnicate\nget x\nrange 5 1\nhello\nget\nrange 0 10 foo=1\nappend 5\n")
-        .unwrap();
+    s.write_all(
+        b"frobnicate\nget x\nrange 5 1\nhello\nget\nrange 0 10 foo=1\nappend 5\nhello foo bar=1\n",
+    )
+    .unwrap();
     let mut r = BufReader::new(&s);
     let mut lines = Vec::new();
-    for _ in 0..7 {
+    for _ in 0..8 {
         let mut l = String::new();
         r.read_line(&mut l).unwrap();
         lines.push(l);
@@ -174,6 +190,7 @@ fn journal_client_limits_are_explicit_errors() {
     assert_eq!(lines[4], "err 3 usage: get <seq>\n");
     assert_eq!(lines[5], "err 3 unknown option \"foo\" (options: limit)\n");
     assert_eq!(lines[6], "err 3 usage: append +<len>, then <len> bytes\n");
+    assert_eq!(lines[7], "err 3 usage: hello\n");
 
     // Connection limit: the fourth is told so.
     let held: Vec<TcpStream> = (0..3).map(|_| connect(&c)).collect();
@@ -223,4 +240,52 @@ fn journal_config_errors_name_the_file_line_and_key() {
     let out = Command::new(JOURNAL).args(["--bogus"]).output().unwrap();
     assert_eq!(out.status.code(), Some(3));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Idle sockets on the Raft port (a scanner, a stuck health check) are
+/// closed when they do not greet in time, and make room for a member's
+/// connection before that: a restarted node rejoins although every
+/// connection slot of its peers was taken.
+#[test]
+fn journal_idle_raft_connections_cannot_keep_a_member_out() {
+    let opts = Options {
+        nodes: 3,
+        raft_extra: "max_peer_connections = 8".into(),
+        ..Options::default()
+    };
+    let mut c = Cluster::start("raftslots", opts);
+    c.wait_leader(&[1, 2, 3], Duration::from_secs(15));
+    let mut client = c.any_client(Duration::from_secs(10));
+    client.append(b"before").unwrap();
+    c.kill9(3);
+    // Every slot of nodes 1 and 2 taken by sockets that never greet.
+    let idle: Vec<TcpStream> = [1u64, 2]
+        .iter()
+        .flat_map(|&id| (0..8).map(move |_| id))
+        .map(|id| TcpStream::connect(c.node(id).raft).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    c.spawn(3, false);
+    let seq = client.append(b"after").unwrap();
+    let applied = c.wait_converged(&[1, 2, 3], seq + 1, Duration::from_secs(10));
+    assert!(applied > seq, "{}", c.logs());
+    // The idle ones are closed once the Hello deadline has passed.
+    let started = Instant::now();
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 16];
+        let n = s.read(&mut b);
+        assert!(
+            matches!(n, Ok(0))
+                || n.as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "an idle Raft connection was not closed: {n:?}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let logs = c.logs();
+    assert!(
+        logs.contains("no Hello within 2000 ms") || logs.contains("has not greeted; making room"),
+        "{logs}"
+    );
 }

@@ -307,6 +307,9 @@ fn fragments_skip_users_and_foreign_dependencies() {
     // refused at once, with its line.
     let text = "[vcluster.v.services.a]\nbinary = \"/bin/true\"\ndepends_on = [\"b\", \"elsewhere\"]\n\n[vcluster.v.services.b]\nbinary = \"/bin/true\"\ndepends_on = [\"a\"]\n";
     let e = ServiceSet::parse(&Source::from_str("frag.toml", text), None, &lenient).unwrap_err();
-    assert!(e.message.starts_with("dependency cycle: a -> b -> a"), "{e}");
+    assert!(
+        e.message.starts_with("dependency cycle: a -> b -> a"),
+        "{e}"
+    );
     assert_eq!(e.line, Some(3), "{e}");
 }

@@ -92,6 +92,9 @@ pub struct RaftSection {
     /// Encoded frames queued for one peer before further messages to it
     /// are dropped (Raft resends).
     pub peer_queue_bytes: SizeValue,
+    /// Inbound connections on the Raft port at once; one that has not
+    /// greeted makes room for a new one.
+    pub max_peer_connections: u64,
 }
 
 impl Default for RaftSection {
@@ -105,6 +108,7 @@ impl Default for RaftSection {
             election_timeout_max_ms: 1000,
             max_frame_bytes: SizeValue(64 << 20),
             peer_queue_bytes: SizeValue(32 << 20),
+            max_peer_connections: 64,
         }
     }
 }
@@ -437,6 +441,15 @@ pub fn resolve(file: &JournalFile, src: &Source, ov: &Overrides) -> Result<Setti
             "journal.clients",
             "max_line >= 64, max_words >= 4, max_connections >= 1 and max_range >= 1 are required"
                 .into(),
+        ));
+    }
+    // Peers join a cluster one at a time (`member add`): room for the
+    // configured ones and as many more, at least 8.
+    let peer_need = (2 * peers.len() as u64).max(8);
+    if r.max_peer_connections < peer_need {
+        return Err(located(
+            "journal.raft.max_peer_connections",
+            format!("must be at least {peer_need} (twice the members and learners, at least 8)"),
         ));
     }
     let frame_need = c.max_body.0 + (2 << 20);

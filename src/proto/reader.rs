@@ -123,8 +123,11 @@ impl LineReader {
     /// At the client's end of stream, once every whole request is taken:
     /// the error for what is left, a request the end cut off (it is not
     /// run; the client is told so).
+    /// The rest of a refused body that never came is not one: that
+    /// request has had its answer.
     pub fn cut_off(&self) -> Option<ProtoError> {
-        (!self.is_empty() && !self.has_request()).then_some(ProtoError::CutOff)
+        let unfinished = !self.buf.is_empty() || self.pending.is_some();
+        (unfinished && !self.has_request()).then_some(ProtoError::CutOff)
     }
 
     /// Whether [`next_request`](Self::next_request) has something to give
@@ -251,6 +254,8 @@ mod tests {
             Err(ProtoError::BodyTooLarge { .. })
         ));
         assert!(!r.has_request() && !r.is_empty());
+        // Were the stream to end here, that request had its answer.
+        assert_eq!(r.cut_off(), None);
         r.feed(b"defg\nh").unwrap();
         assert_eq!(r.next_request().unwrap(), None);
         r.feed(b"i").unwrap();

@@ -162,6 +162,7 @@ impl Daemon {
             raft_listener,
             settings.raft.max_frame_bytes.0 as usize,
             settings.raft.peer_queue_bytes.0 as usize,
+            settings.raft.max_peer_connections as usize,
         );
         for (id, addr) in &settings.peers {
             peers.add_peer(
@@ -308,7 +309,7 @@ impl Daemon {
         match t {
             RAFT_LISTENER => {
                 let mut next = self.next_token;
-                self.peers.accept(self.poll.registry(), || {
+                self.peers.accept(self.poll.registry(), now, || {
                     next += 1;
                     Token(next)
                 });
@@ -392,6 +393,7 @@ impl Daemon {
     }
 
     fn on_timers(&mut self, now: u64) {
+        self.peers.expire_greetings(self.poll.registry(), now);
         self.peers_lost(now);
         if let Some(node) = self.node.as_mut() {
             if node.next_deadline_ms().is_some_and(|d| d <= now) {

@@ -25,6 +25,7 @@ const OPERATIONS: &str = "hello,status,append,get,range,member,apply,commit,roll
 /// does not follow it.
 fn core_usage(op: &str) -> Option<&'static str> {
     Some(match op {
+        "hello" => "hello",
         "status" => "status",
         "append" => "append +<len>, then <len> bytes",
         "get" => "get <seq>",
@@ -55,7 +56,7 @@ impl Daemon {
     pub(super) fn on_request(&mut self, t: Token, req: Request, now: u64) {
         let words: Vec<&str> = req.words.iter().map(String::as_str).collect();
         let result = match words.as_slice() {
-            ["hello", ..] => Ok(self.hello()),
+            ["hello"] => Ok(self.hello()),
             ["status"] => Ok(self.status()),
             ["append"] => return self.append(t, req.body, req.body_len.is_some(), now),
             ["get", seq] => match parse_num(seq, "seq") {

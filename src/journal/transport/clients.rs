@@ -300,7 +300,7 @@ impl ClientServer {
             }
         }
         let pending = c.unsent() > 0;
-        if c.close_after_flush && !pending && !c.busy && (c.broken || c.reader.is_empty()) {
+        if c.close_after_flush && !pending && !c.busy && (c.broken || !c.reader.has_request()) {
             self.close(registry, t);
             return;
         }

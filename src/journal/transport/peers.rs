@@ -7,6 +7,12 @@
 //! a bounded per-peer buffer: when it is full, or the peer is not
 //! connected, the message is dropped and counted (Raft retransmits).
 //! Failed connections are retried with a doubling backoff.
+//!
+//! Inbound connections are bounded (`journal.raft.max_peer_connections`).
+//! One that has not sent its Hello within [`HELLO_TIMEOUT_MS`] is closed,
+//! and when the bound is reached the oldest connection still waiting for
+//! its Hello makes room for the new one: a port scanner or a handful of
+//! idle sockets can never keep a member's connection out.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
@@ -20,8 +26,8 @@ use crate::journal::raft::{
     PROTOCOL_VERSION,
 };
 
-/// Most inbound peer connections at once (a cluster has a handful).
-const MAX_INBOUND: usize = 64;
+/// An inbound connection must greet (Hello) within this.
+pub const HELLO_TIMEOUT_MS: u64 = 2000;
 const BACKOFF_MIN_MS: u64 = 50;
 const BACKOFF_MAX_MS: u64 = 1000;
 /// A connect still pending after this is abandoned and retried (an
@@ -64,6 +70,7 @@ struct Inbound {
     addr: SocketAddr,
     decoder: PeerStream,
     from: Option<NodeId>,
+    accepted_ms: u64,
 }
 
 pub struct PeerNet {
@@ -71,6 +78,7 @@ pub struct PeerNet {
     cluster: String,
     max_frame: usize,
     max_queue: usize,
+    max_inbound: usize,
     listener: TcpListener,
     links: BTreeMap<NodeId, Link>,
     link_tokens: HashMap<Token, NodeId>,
@@ -93,12 +101,14 @@ impl PeerNet {
         listener: TcpListener,
         max_frame: usize,
         max_queue: usize,
+        max_inbound: usize,
     ) -> PeerNet {
         PeerNet {
             me,
             cluster: cluster.to_string(),
             max_frame,
             max_queue,
+            max_inbound: max_inbound.max(1),
             listener,
             links: BTreeMap::new(),
             link_tokens: HashMap::new(),
@@ -185,14 +195,52 @@ impl PeerNet {
 
     /// The earliest reconnect attempt due.
     pub fn next_deadline_ms(&self) -> Option<u64> {
-        self.links
+        let links = self.links.values().filter_map(|l| match l.state {
+            LinkState::Down { retry_at_ms } => Some(retry_at_ms),
+            LinkState::Connecting { since_ms } => Some(since_ms + CONNECT_TIMEOUT_MS),
+            LinkState::Up => None,
+        });
+        let greetings = self
+            .inbound
             .values()
-            .filter_map(|l| match l.state {
-                LinkState::Down { retry_at_ms } => Some(retry_at_ms),
-                LinkState::Connecting { since_ms } => Some(since_ms + CONNECT_TIMEOUT_MS),
-                LinkState::Up => None,
-            })
-            .min()
+            .filter(|c| c.from.is_none())
+            .map(|c| c.accepted_ms + HELLO_TIMEOUT_MS);
+        links.chain(greetings).min()
+    }
+
+    /// Closes the inbound connections that did not greet in time.
+    pub fn expire_greetings(&mut self, registry: &Registry, now_ms: u64) {
+        let late: Vec<Token> = self
+            .inbound
+            .iter()
+            .filter(|(_, c)| c.from.is_none() && now_ms >= c.accepted_ms + HELLO_TIMEOUT_MS)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in late {
+            if let Some(mut c) = self.inbound.remove(&t) {
+                log::warn!(target: "journal::peers", "closing peer connection from {}: no Hello within {HELLO_TIMEOUT_MS} ms", c.addr);
+                let _ = registry.deregister(&mut c.stream);
+            }
+        }
+    }
+
+    /// Makes room for one more inbound connection: the oldest one still
+    /// waiting for its Hello goes. False if every open one has greeted.
+    fn evict_ungreeted(&mut self, registry: &Registry) -> bool {
+        let oldest = self
+            .inbound
+            .iter()
+            .filter(|(_, c)| c.from.is_none())
+            .min_by_key(|(t, c)| (c.accepted_ms, t.0))
+            .map(|(t, _)| *t);
+        let Some(t) = oldest else {
+            return false;
+        };
+        if let Some(mut c) = self.inbound.remove(&t) {
+            log::warn!(target: "journal::peers", "closing peer connection from {}: {} connections open and it has not greeted; making room", c.addr, self.max_inbound);
+            let _ = registry.deregister(&mut c.stream);
+        }
+        true
     }
 
     fn connect_if_due(&mut self, registry: &Registry, id: NodeId, now_ms: u64) {
@@ -324,7 +372,12 @@ impl PeerNet {
     }
 
     /// Accepts pending inbound connections.
-    pub fn accept(&mut self, registry: &Registry, mut next_token: impl FnMut() -> Token) {
+    pub fn accept(
+        &mut self,
+        registry: &Registry,
+        now_ms: u64,
+        mut next_token: impl FnMut() -> Token,
+    ) {
         loop {
             let (mut stream, addr) = match self.listener.accept() {
                 Ok(s) => s,
@@ -335,8 +388,8 @@ impl PeerNet {
                     return;
                 }
             };
-            if self.inbound.len() >= MAX_INBOUND {
-                log::warn!(target: "journal::peers", "refusing peer connection from {addr}: {MAX_INBOUND} already open");
+            if self.inbound.len() >= self.max_inbound && !self.evict_ungreeted(registry) {
+                log::warn!(target: "journal::peers", "refusing peer connection from {addr}: {} already open (journal.raft.max_peer_connections)", self.max_inbound);
                 continue;
             }
             let token = next_token();
@@ -355,6 +408,7 @@ impl PeerNet {
                     addr,
                     decoder: PeerStream::new(self.max_frame),
                     from: None,
+                    accepted_ms: now_ms,
                 },
             );
         }
@@ -550,7 +604,12 @@ fn check_hello(
             h.cluster
         ));
     }
-    if h.from == me || !known.contains_key(&h.from) {
+    if h.from == me {
+        return Err(format!(
+            "peer claims to be node {me}, which is this node (two nodes configured with one node_id?)"
+        ));
+    }
+    if !known.contains_key(&h.from) {
         return Err(format!(
             "peer claims to be node {}, which is not a known member",
             h.from
