@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use common::*;
@@ -327,4 +328,68 @@ fn control_socket_errors_and_cli_exit_codes() {
         .output()
         .unwrap();
     assert_eq!(gone.status.code(), Some(5));
+}
+
+#[test]
+fn pid1_keeps_its_good_options_and_never_exits_on_arguments() {
+    if skip("pid1_keeps_its_good_options_and_never_exits_on_arguments") {
+        return;
+    }
+    // The kernel hands unknown boot parameters to init: a stray word, a
+    // --help or a --check must not end PID 1 (a kernel panic), nor throw
+    // away the options around them. Its stdout and stderr are a pipe
+    // nobody reads (a console gone away): writing there must not kill it.
+    let dir = std::env::temp_dir().join(format!("pact-test-pid1args-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = dir.join("run");
+    let mut child = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", AGENT])
+        .args([
+            "--help",
+            "splash",
+            "--version",
+            "--check",
+            "--log-level",
+            "loud",
+        ])
+        .arg("--state-dir")
+        .arg(&run)
+        .args(["--cgroup-root", "none", "--bogus"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    // Nobody reads its output.
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let sock = run.join("agent.sock");
+    let deadline = std::time::Instant::now() + 10 * S;
+    while !sock.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "PID 1 exited");
+    assert!(sock.exists(), "--state-dir was not kept");
+    // SIGTERM to the namespace's init (unshare's child) ends it cleanly.
+    let unshare = child.id() as i32;
+    let init = std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse::<i32>().ok())
+        .expect("the agent's pid");
+    // SAFETY: kill(2) of a process this test started.
+    unsafe { libc::kill(init, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + 10 * S;
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        child.try_wait().unwrap().is_some(),
+        "no power-off after SIGTERM"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -231,6 +231,33 @@ fn a_service_that_cannot_be_executed_is_failed_not_running() {
 }
 
 #[test]
+fn a_service_that_exits_right_after_its_exec_fails_the_boot() {
+    if skip("a_service_that_exits_right_after_its_exec_fails_the_boot") {
+        return;
+    }
+    // Its exec succeeds, then it exits: that must not make the node
+    // ready in the moment between the two (boot_settle_ms).
+    let svc = services(&[
+        ("quick", "args = [\"--exit\", \"1\"]\nrestart = \"never\""),
+        ("steady", ""),
+    ]);
+    let node = Node::start("quickexit", &svc, "", false);
+    node.wait_state("quick", "failed", 5 * S);
+    node.wait_state("steady", "running", 5 * S);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(!node.ready_file().exists(), "{}", node.log());
+    assert!(!node.log().contains("node ready"), "{}", node.log());
+    let st = node.call("status");
+    assert!(ok(&st), "{st:?}");
+    assert_eq!(st.records[0].get("state"), Some("stalled"), "{st:?}");
+    assert_eq!(
+        st.records[0].get("failed_services"),
+        Some("quick"),
+        "{st:?}"
+    );
+}
+
+#[test]
 fn control_socket_admits_root_and_allowed_uids_only() {
     if skip("control_socket_admits_root_and_allowed_uids_only") {
         return;

@@ -68,40 +68,113 @@ struct Args {
     check: bool,
 }
 
-fn parse_args() -> Result<Option<Args>, lexopt::Error> {
+/// What the command line asks for.
+enum Parsed {
+    Run(Args),
+    /// `--help` or `--version` was printed (not PID 1): exit 0.
+    Done,
+}
+
+/// Writes to stdout or stderr without panicking on a closed stream (the
+/// print macros do, and PID 1 must not die of a console gone away).
+fn say(to_stderr: bool, text: &str) {
+    use std::io::Write;
+    if to_stderr {
+        let _ = std::io::stderr().write_all(text.as_bytes());
+    } else {
+        let _ = std::io::stdout().write_all(text.as_bytes());
+    }
+}
+
+/// Parses the command line. Not PID 1: the first bad argument is the
+/// error (exit 2). As PID 1 nothing ends the program: a word it does not
+/// know (the kernel passes unknown boot parameters to init) or a bad value
+/// is skipped with a warning in `notes`, the valid options are kept, and
+/// `--help`, `--version` and `--check` are printed or ignored, then the
+/// boot goes on.
+fn parse_args(
+    argv: impl IntoIterator<Item = std::ffi::OsString>,
+    pid1: bool,
+    notes: &mut Vec<String>,
+) -> Result<Parsed, lexopt::Error> {
     use lexopt::prelude::*;
     let mut a = Args::default();
-    let mut p = lexopt::Parser::from_env();
-    while let Some(arg) = p.next()? {
-        match arg {
-            Short('c') | Long("config") => a.config = Some(p.value()?.into()),
-            Long("services") => a.services = Some(p.value()?.into()),
-            Long("state-dir") => a.state_dir = Some(p.value()?.into()),
-            Long("cgroup-root") => a.cgroup_root = Some(p.value()?.string()?),
-            Long("log-level") => {
-                let v = p.value()?.string()?;
+    let mut p = lexopt::Parser::from_args(argv);
+    loop {
+        let arg = match p.next() {
+            Ok(Some(arg)) => arg,
+            Ok(None) => break,
+            Err(e) if pid1 => {
+                notes.push(format!("ignored: {e}"));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        // The option as text, so the parser is free for its value.
+        let key = match arg {
+            Short(c) => format!("-{c}"),
+            Long(l) => format!("--{l}"),
+            Value(v) => {
+                let e = lexopt::Error::UnexpectedArgument(v);
+                if pid1 {
+                    notes.push(format!("ignored: {e}"));
+                    continue;
+                }
+                return Err(e);
+            }
+        };
+        let one: Result<(), lexopt::Error> = match key.as_str() {
+            "-c" | "--config" => p.value().map(|v| a.config = Some(v.into())),
+            "--services" => p.value().map(|v| a.services = Some(v.into())),
+            "--state-dir" => p.value().map(|v| a.state_dir = Some(v.into())),
+            "--cgroup-root" => p
+                .value()
+                .and_then(|v| v.string())
+                .map(|v| a.cgroup_root = Some(v)),
+            "--log-level" => p.value().and_then(|v| v.string()).and_then(|v| {
                 logger::parse_level(&v).map_err(|e| lexopt::Error::Custom(e.into()))?;
                 a.log_level = Some(v);
-            }
-            Long("log-format") => {
-                let v = p.value()?.string()?;
+                Ok(())
+            }),
+            "--log-format" => p.value().and_then(|v| v.string()).and_then(|v| {
                 v.parse::<logger::Format>()
                     .map_err(|e| lexopt::Error::Custom(e.to_string().into()))?;
                 a.log_format = Some(v);
+                Ok(())
+            }),
+            "--check" if pid1 => {
+                notes.push(
+                    "ignored: --check (PID 1 boots; run the check as another process)".into(),
+                );
+                Ok(())
             }
-            Long("check") => a.check = true,
-            Short('V') | Long("version") => {
-                println!("pact-agent {}", env!("CARGO_PKG_VERSION"));
-                return Ok(None);
+            "--check" => {
+                a.check = true;
+                Ok(())
             }
-            Short('h') | Long("help") => {
-                print!("{HELP}");
-                return Ok(None);
+            "-V" | "--version" | "-h" | "--help" => {
+                if key == "-V" || key == "--version" {
+                    say(
+                        false,
+                        &format!("pact-agent {}\n", env!("CARGO_PKG_VERSION")),
+                    );
+                } else {
+                    say(false, HELP);
+                }
+                if !pid1 {
+                    return Ok(Parsed::Done);
+                }
+                Ok(())
             }
-            _ => return Err(arg.unexpected()),
+            _ => Err(lexopt::Error::UnexpectedOption(key)),
+        };
+        match one {
+            Ok(()) => {}
+            Err(e) if pid1 => notes.push(format!("ignored: {e}")),
+            Err(e) => return Err(e),
         }
     }
-    Ok(Some(a))
+    Ok(Parsed::Run(a))
 }
 
 /// Supervisor tunables from the configuration.
@@ -111,6 +184,7 @@ pub fn tunables(cfg: &AgentConfig) -> supervisor::Tunables {
         stable_run: Duration::from_secs(cfg.supervisor.stable_run_seconds),
         backoff_cap: Duration::from_secs(cfg.supervisor.backoff_cap_seconds),
         scope_kill_timeout: Duration::from_secs(cfg.supervisor.scope_kill_timeout_seconds),
+        boot_settle: Duration::from_millis(cfg.supervisor.boot_settle_ms),
         jitter_seed: crate::util::rng::Rng::from_entropy().next_u64(),
     }
 }
@@ -138,7 +212,7 @@ pub fn main() -> i32 {
     let signals = match signals::SignalFd::open() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("pact-agent: signalfd: {e}");
+            say(true, &format!("pact-agent: signalfd: {e}\n"));
             if pid1 {
                 pid1::mount_pseudo_filesystems();
             }
@@ -156,16 +230,13 @@ pub fn main() -> i32 {
                 .ok()
         })
         .flatten();
-    let args = match parse_args() {
-        Ok(Some(a)) => a,
-        Ok(None) => return 0,
+    let mut arg_notes = Vec::new();
+    let args = match parse_args(std::env::args_os().skip(1), pid1, &mut arg_notes) {
+        Ok(Parsed::Run(a)) => a,
+        Ok(Parsed::Done) => return 0,
         Err(e) => {
-            eprintln!("pact-agent: {e}\n\n{HELP}");
-            if pid1 {
-                Args::default()
-            } else {
-                return 2;
-            }
+            say(true, &format!("pact-agent: {e}\n\n{HELP}"));
+            return 2;
         }
     };
     let explicit = args.config.is_some();
@@ -191,6 +262,9 @@ pub fn main() -> i32 {
     }
     init_logging(&args, &file);
     install_panic_hook();
+    for n in arg_notes {
+        log::warn!(target: "agent", "command line: {n}");
+    }
     if let Some(e) = config_error {
         log::error!(target: "agent", "{e}");
         if !pid1 {
@@ -301,7 +375,7 @@ fn init_logging(args: &Args, file: &AgentFile) {
         .or_else(|| std::env::var("PACT_LOG").ok())
         .unwrap_or_else(|| file.telemetry.log_level.clone());
     let level = logger::parse_level(&level).unwrap_or_else(|e| {
-        eprintln!("pact-agent: {e}; using info");
+        say(true, &format!("pact-agent: {e}; using info\n"));
         log::LevelFilter::Info
     });
     let format = args
@@ -309,7 +383,7 @@ fn init_logging(args: &Args, file: &AgentFile) {
         .clone()
         .unwrap_or_else(|| file.telemetry.log_format.clone());
     let format = format.parse().unwrap_or_else(|e| {
-        eprintln!("pact-agent: {e}; using text");
+        say(true, &format!("pact-agent: {e}; using text\n"));
         logger::Format::Text
     });
     logger::init(level, format);
@@ -334,22 +408,25 @@ fn install_panic_hook() {
 fn check(cfg: &AgentConfig) -> i32 {
     match &cfg.services_file {
         None => {
-            println!("configuration ok (no services file)");
+            say(false, "configuration ok (no services file)\n");
             0
         }
         Some(p) => match ServiceSet::load(p, cfg.vcluster.as_deref(), &CheckEnv::default()) {
             Ok(set) => {
                 let names: Vec<&str> = set.services.iter().map(|s| s.name.as_str()).collect();
-                println!(
-                    "configuration ok: vcluster {}, {} service(s) in start order: {}",
-                    set.vcluster,
-                    names.len(),
-                    names.join(", ")
+                say(
+                    false,
+                    &format!(
+                        "configuration ok: vcluster {}, {} service(s) in start order: {}\n",
+                        set.vcluster,
+                        names.len(),
+                        names.join(", ")
+                    ),
                 );
                 0
             }
             Err(e) => {
-                eprintln!("{e}");
+                say(true, &format!("{e}\n"));
                 1
             }
         },
@@ -378,5 +455,49 @@ fn bind_control(cfg: &AgentConfig, pid1: bool) -> std::io::Result<control::Contr
             bind(&fallback)
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(words: &[&str], pid1: bool) -> (Result<Parsed, lexopt::Error>, Vec<String>) {
+        let mut notes = Vec::new();
+        let argv = words.iter().map(std::ffi::OsString::from);
+        (parse_args(argv, pid1, &mut notes), notes)
+    }
+
+    #[test]
+    fn as_pid1_a_bad_word_keeps_the_good_options() {
+        let words = [
+            "--state-dir",
+            "/x",
+            "splash",
+            "--frob=1",
+            "--log-level",
+            "loud",
+            "--cgroup-root",
+            "none",
+            "--help",
+            "--version",
+            "--check",
+            "-c",
+            "/etc/a.toml",
+        ];
+        let (r, notes) = parse(&words, true);
+        let Ok(Parsed::Run(a)) = r else {
+            panic!("PID 1 must go on booting");
+        };
+        assert_eq!(a.state_dir.as_deref(), Some(Path::new("/x")));
+        assert_eq!(a.cgroup_root.as_deref(), Some("none"));
+        assert_eq!(a.config.as_deref(), Some(Path::new("/etc/a.toml")));
+        assert!(!a.check && a.log_level.is_none());
+        assert_eq!(notes.len(), 5, "{notes:?}");
+        assert!(notes[0].contains("splash"), "{notes:?}");
+        // Not PID 1: the first bad word is the error, --help ends it.
+        assert!(parse(&words, false).0.is_err());
+        assert!(matches!(parse(&["--help"], false).0, Ok(Parsed::Done)));
+        assert!(matches!(parse(&["--check"], false).0, Ok(Parsed::Run(a)) if a.check));
     }
 }

@@ -109,6 +109,10 @@ pub struct SupervisorConfig {
     /// How long a killed scope may take to empty before it is abandoned
     /// as a zombie and the service restarts in a fresh scope.
     pub scope_kill_timeout_seconds: u64,
+    /// For the node's readiness at boot, a service without a readiness
+    /// protocol must have been running this long (one that dies right
+    /// after its exec fails the boot instead of being counted ready).
+    pub boot_settle_ms: u64,
 }
 
 impl Default for SupervisorConfig {
@@ -120,6 +124,7 @@ impl Default for SupervisorConfig {
             stable_run_seconds: 10,
             backoff_cap_seconds: 60,
             scope_kill_timeout_seconds: 10,
+            boot_settle_ms: 200,
         }
     }
 }

@@ -29,6 +29,9 @@ pub struct Tunables {
     pub backoff_cap: Duration,
     pub scope_kill_timeout: Duration,
     pub jitter_seed: u64,
+    /// How long a service ready by its exec alone must have run before it
+    /// counts for the node's boot readiness.
+    pub boot_settle: Duration,
 }
 
 impl Default for Tunables {
@@ -39,6 +42,7 @@ impl Default for Tunables {
             backoff_cap: Duration::from_secs(60),
             scope_kill_timeout: Duration::from_secs(10),
             jitter_seed: 1,
+            boot_settle: Duration::ZERO,
         }
     }
 }
@@ -93,6 +97,8 @@ pub struct Supervisor {
     shutdown_done: bool,
     boot_ready: bool,
     stalled_reported: bool,
+    /// The time of the last reconcile (a settle time after it is a timer).
+    reconciled_at: Instant,
 }
 
 impl Supervisor {
@@ -110,6 +116,7 @@ impl Supervisor {
             shutdown_done: false,
             boot_ready: false,
             stalled_reported: false,
+            reconciled_at: now,
         }
     }
 
@@ -142,7 +149,34 @@ impl Supervisor {
     /// The nearest timer; `None` when nothing is scheduled (an idle agent
     /// then sleeps until an fd wakes it).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.records.iter().filter_map(Record::next_deadline).min()
+        // Before boot readiness: a running service settling is a timer
+        // (readiness, or a stall, may follow).
+        let settle = (!self.boot_ready && !self.shutting_down)
+            .then(|| {
+                self.records
+                    .iter()
+                    .filter(|r| r.want && r.state == State::Running)
+                    .filter_map(|r| self.settled_at(r))
+                    .filter(|t| *t > self.reconciled_at)
+                    .min()
+            })
+            .flatten();
+        self.records
+            .iter()
+            .filter_map(Record::next_deadline)
+            .chain(settle)
+            .min()
+    }
+
+    /// When a running service counts for boot readiness: a service ready
+    /// by its exec alone once it has run `boot_settle` (a program that
+    /// exits at once must fail the boot, not slip through as ready);
+    /// one ready by notify, fd or a probe at once. None when it already
+    /// counts.
+    fn settled_at(&self, r: &Record) -> Option<Instant> {
+        let by_exec = r.spec.ready == ReadyMode::Spawned && !r.probes();
+        let at = r.since + self.tun.boot_settle;
+        (by_exec && !self.tun.boot_settle.is_zero()).then_some(at)
     }
 
     fn idx(&self, name: &str) -> Option<usize> {
@@ -768,6 +802,7 @@ impl Supervisor {
 
     /// Bring what runs in line with what should run.
     fn reconcile(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.reconciled_at = self.reconciled_at.max(now);
         // Stops that completed.
         let mut i = 0;
         while i < self.records.len() {
@@ -815,7 +850,10 @@ impl Supervisor {
         // Boot readiness, reported once.
         if !self.boot_ready {
             let wanted = || self.records.iter().filter(|r| r.want);
-            if wanted().all(|r| r.state == State::Running) {
+            let counts = |r: &Record| {
+                r.state == State::Running && self.settled_at(r).is_none_or(|t| t <= now)
+            };
+            if wanted().all(counts) {
                 self.boot_ready = true;
                 out.push(Action::BootReady);
             } else if !self.stalled_reported {
@@ -824,6 +862,7 @@ impl Supervisor {
                         r.state,
                         State::Starting | State::Stopping | State::Restarting
                     ) || (r.state == State::Stopped && self.deps_could_come(r))
+                        || (r.state == State::Running && !counts(r))
                 });
                 if !busy {
                     self.stalled_reported = true;

@@ -771,3 +771,45 @@ fn retry_failed_gives_another_chance_and_reports_again() {
     assert_eq!(sim.state("a"), State::Running);
     assert!(sim.has(&Action::BootReady));
 }
+
+#[test]
+fn boot_readiness_waits_for_exec_ready_services_to_settle() {
+    let tun = Tunables {
+        boot_settle: secs(0.2),
+        ..Tunables::default()
+    };
+    let mut quick = spec("quick", 0, &[]);
+    quick.restart = RestartPolicy::Never;
+    let mut notified = spec("notified", 1, &[]);
+    notified.ready = ReadyMode::Notify;
+    let mut sim = Sim::with(vec![quick, notified, spec("steady", 2, &[])], tun.clone());
+    sim.start();
+    let a = sim.sup.on_ready(sim.now, "notified");
+    sim.apply(a);
+    // Every service runs, but those ready by their exec alone have not
+    // settled: no readiness yet, and a timer for when they will have.
+    assert!(!sim.has(&Action::BootReady));
+    assert_eq!(sim.sup.next_deadline(), Some(sim.t0 + secs(0.2)));
+    // One dies right after its exec: the boot does not count it ready.
+    sim.advance(secs(0.1));
+    sim.die("quick", Exit::Code(1));
+    sim.advance(secs(1.0));
+    assert!(!sim.has(&Action::BootReady));
+    assert!(sim.has(&Action::BootStalled {
+        failed: vec!["quick".into()]
+    }));
+
+    // The same services that keep running: ready once settled, not before.
+    let mut sim = Sim::with(vec![spec("a", 0, &[]), spec("b", 1, &[])], tun);
+    sim.start();
+    sim.advance(secs(0.19));
+    assert!(!sim.has(&Action::BootReady));
+    sim.advance(secs(0.02));
+    let ready: Vec<Duration> = sim
+        .log
+        .iter()
+        .filter(|(_, a)| *a == Action::BootReady)
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(ready, [secs(0.2)]);
+}
