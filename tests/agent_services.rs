@@ -258,6 +258,29 @@ fn a_service_that_exits_right_after_its_exec_fails_the_boot() {
 }
 
 #[test]
+fn a_stop_waiter_is_answered_though_another_client_started_it_again() {
+    if skip("a_stop_waiter_is_answered_though_another_client_started_it_again") {
+        return;
+    }
+    let node = Node::start("stoprace", &services(&[("r", "")]), "", false);
+    node.wait_state("r", "running", 5 * S);
+    let mut a = UnixStream::connect(node.socket()).unwrap();
+    a.set_read_timeout(Some(5 * S)).unwrap();
+    a.write_all(b"service stop r\n").unwrap();
+    // The start arrives while the stop is under way.
+    let r = node.call("service start r");
+    assert!(ok(&r), "{r:?}");
+    let mut answer = String::new();
+    let mut buf = [0u8; 256];
+    while !answer.ends_with('\n') {
+        let n = a.read(&mut buf).expect("the stop's answer within 5 s");
+        assert!(n > 0, "closed without an answer");
+        answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert_eq!(answer, "ok name=r state=stopped\n");
+}
+
+#[test]
 fn control_socket_admits_root_and_allowed_uids_only() {
     if skip("control_socket_admits_root_and_allowed_uids_only") {
         return;

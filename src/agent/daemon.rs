@@ -111,6 +111,9 @@ pub(super) struct Waiter {
     pub service: String,
     pub want_running: bool,
     pub deadline: Instant,
+    /// The service's stops (or readies, when waiting for it to run) when
+    /// the request came: one more means it happened.
+    pub seen: u32,
 }
 
 pub struct Agent {

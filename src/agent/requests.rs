@@ -162,11 +162,25 @@ impl Agent {
                 let budget = spec.map_or(Duration::from_secs(60), |s| {
                     s.stop_timeout + s.start_timeout + Duration::from_secs(15)
                 });
+                let want_running = verb != "stop";
+                // A restart's stop and start both came: count from before it.
+                let seen =
+                    self.sup.get(name).map_or(
+                        0,
+                        |r| {
+                            if want_running {
+                                r.readies
+                            } else {
+                                r.stops
+                            }
+                        },
+                    );
                 self.waiters.push(Waiter {
                     token: t,
                     service: name.to_string(),
-                    want_running: verb != "stop",
+                    want_running,
                     deadline: now + budget,
+                    seen,
                 });
                 self.check_waiters(now);
             }
@@ -185,16 +199,25 @@ impl Agent {
                         .field("state", "removed"),
                 )),
                 Some(r) => {
-                    let done = if w.want_running {
+                    let now_there = if w.want_running {
                         r.state == State::Running
                     } else {
                         matches!(r.state, State::Stopped | State::Failed) && !r.scope_busy
                     };
-                    if done {
-                        let mut rec = Rec::new()
-                            .field("name", &w.service)
-                            .field("state", r.state.as_str());
-                        if let Some(pid) = r.pid {
+                    // Reached, though another request moved it on since.
+                    let passed = if w.want_running {
+                        r.readies > w.seen
+                    } else {
+                        r.stops > w.seen
+                    };
+                    if now_there || passed {
+                        let state = match (now_there, w.want_running) {
+                            (true, _) => r.state.as_str(),
+                            (false, true) => State::Running.as_str(),
+                            (false, false) => State::Stopped.as_str(),
+                        };
+                        let mut rec = Rec::new().field("name", &w.service).field("state", state);
+                        if let Some(pid) = r.pid.filter(|_| now_there) {
                             rec.push("pid", pid);
                         }
                         Some(ok_line(&rec))

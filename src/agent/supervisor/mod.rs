@@ -593,8 +593,17 @@ impl Supervisor {
                             );
                             next = std::mem::take(&mut self.records);
                         } else {
-                            next[i].spec = spec.clone();
-                            next[i].fast_deaths = 0;
+                            let r = &mut next[i];
+                            r.spec = spec.clone();
+                            r.fast_deaths = 0;
+                            if r.state == State::Failed {
+                                // A new declaration is a new chance (a
+                                // service stopped by an operator stays so).
+                                r.want = true;
+                                r.reason = None;
+                                r.restart_at = None;
+                                r.set_state(State::Stopped, now);
+                            }
                         }
                     }
                 }
@@ -643,6 +652,7 @@ impl Supervisor {
     fn mark_ready(&mut self, now: Instant, i: usize) {
         let r = &mut self.records[i];
         r.set_state(State::Running, now);
+        r.readies += 1;
         r.ready_at = Some(now);
         r.start_deadline = None;
         // Ready proves the exec (a notify or a probe may beat its pipe).
@@ -766,6 +776,7 @@ impl Supervisor {
         let then = std::mem::replace(&mut self.records[i].after_stop, AfterStop::Nothing);
         let r = &mut self.records[i];
         r.stop_deadline = None;
+        r.stops += 1;
         match then {
             AfterStop::Nothing => r.set_state(State::Stopped, now),
             AfterStop::Restart => {

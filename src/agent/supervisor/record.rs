@@ -113,6 +113,11 @@ pub struct Record {
     pub healthy: Option<bool>,
     pub health_detail: String,
     pub spawns: u32,
+    /// Stops completed (its processes gone) and runs that became ready, so
+    /// far: a request waiting for either sees it even when another
+    /// request changed the state again in the same turn.
+    pub stops: u32,
+    pub readies: u32,
     /// Deaths in a row, each after a short run.
     pub fast_deaths: u32,
     pub last_exit: Option<LastExit>,
@@ -149,6 +154,8 @@ impl Record {
             healthy: None,
             health_detail: String::new(),
             spawns: 0,
+            stops: 0,
+            readies: 0,
             fast_deaths: 0,
             last_exit: None,
             oom_kills: 0,

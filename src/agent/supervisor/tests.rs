@@ -813,3 +813,33 @@ fn boot_readiness_waits_for_exec_ready_services_to_settle() {
         .collect();
     assert_eq!(ready, [secs(0.2)]);
 }
+
+#[test]
+fn a_changed_declaration_gives_a_failed_service_a_new_start() {
+    let mut bad = spec("f", 0, &[]);
+    bad.restart = RestartPolicy::Never;
+    let mut sim = Sim::new(vec![bad.clone(), spec("stopped", 1, &[])]);
+    sim.start();
+    sim.die("f", Exit::Code(1));
+    assert_eq!(sim.state("f"), State::Failed);
+    let a = sim.sup.stop(sim.now, "stopped").unwrap();
+    sim.apply(a);
+    assert_eq!(sim.state("stopped"), State::Stopped);
+    // The same declaration: nothing happens.
+    let a = sim
+        .sup
+        .replace(sim.now, &set(vec![bad.clone(), spec("stopped", 1, &[])]));
+    sim.apply(a);
+    assert_eq!(sim.state("f"), State::Failed);
+    // A changed one: started again. A changed declaration of a service an
+    // operator stopped leaves it stopped.
+    let mut fixed = bad;
+    fixed.args = vec!["--fixed".into()];
+    let mut stopped = spec("stopped", 1, &[]);
+    stopped.args = vec!["--v2".into()];
+    let a = sim.sup.replace(sim.now, &set(vec![fixed, stopped]));
+    sim.apply(a);
+    assert_eq!(sim.state("f"), State::Running);
+    assert_eq!(sim.sup.get("f").unwrap().reason, None);
+    assert_eq!(sim.state("stopped"), State::Stopped);
+}
