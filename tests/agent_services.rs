@@ -651,3 +651,45 @@ fn overlay_files_are_applied_at_boot_and_on_reload() {
     assert_eq!(node.scope_pids("a"), pid);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn an_agent_restarted_after_a_crash_kills_what_the_old_one_left() {
+    if skip("an_agent_restarted_after_a_crash_kills_what_the_old_one_left") {
+        return;
+    }
+    // Not PID 1 (a crash of PID 1 is a reboot): the services of a killed
+    // agent keep running in its scopes; the next agent on the same tree
+    // must not start a second instance beside them.
+    let mut node = Node::start("crashed", &services(&[("a", "")]), "", false);
+    node.wait_state("a", "running", 5 * S);
+    let old: i32 = node.service_field("a", "pid").unwrap().parse().unwrap();
+    node.signal(libc::SIGKILL);
+    node.wait_exit(5 * S);
+    assert!(pid_alive(old), "the service died with its agent");
+    let _ = std::fs::remove_file(node.socket());
+    let log = std::fs::File::create(node.dir.join("agent-again.log")).unwrap();
+    let mut again = std::process::Command::new(AGENT)
+        .arg("--config")
+        .arg(node.dir.join("agent.toml"))
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    node.wait_for(10 * S, "the second agent's socket", || {
+        node.socket().exists()
+    });
+    node.wait_state("a", "running", 5 * S);
+    let new: i32 = node.service_field("a", "pid").unwrap().parse().unwrap();
+    let gone = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        !pid_alive(old)
+    });
+    assert!(gone && new != old, "old {old} still runs beside new {new}");
+    assert_eq!(node.scope_pids("a"), vec![new]);
+    let text = std::fs::read_to_string(node.dir.join("agent-again.log")).unwrap();
+    assert!(text.contains("a previous agent left: a.scope"), "{text}");
+    // SAFETY: kill(2) of the agent this test started.
+    unsafe { libc::kill(again.id() as i32, libc::SIGTERM) };
+    let _ = again.wait();
+}

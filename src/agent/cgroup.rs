@@ -190,6 +190,45 @@ impl CgroupTree {
         Ok(())
     }
 
+    /// Kills and removes the service scopes a previous agent left under
+    /// `pact.slice` (one that was killed or crashed, not as PID 1): their
+    /// processes run unsupervised, and new instances would join them.
+    /// `workload.slice` is never touched. Returns the scopes swept.
+    pub fn sweep_leftover_scopes(&self) -> Vec<PathBuf> {
+        let mut swept = Vec::new();
+        let slices = fs::read_dir(self.root.join(slices::PACT_ROOT))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir());
+        for slice in slices {
+            let scopes = fs::read_dir(&slice)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir() && p.extension().is_some_and(|x| x == "scope"));
+            for scope in scopes {
+                if !self.scope_empty(&scope) {
+                    let _ = self.kill_scope(&scope);
+                }
+                swept.push(scope);
+            }
+        }
+        // Killed processes take a moment to leave their scopes.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        for scope in &swept {
+            while !self.scope_empty(scope) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if let Err(e) = self.remove_scope(scope) {
+                log::warn!(target: "agent::cgroup", "cannot remove the leftover scope {}: {e}", scope.display());
+            }
+        }
+        swept
+    }
+
     /// Remove an empty scope directory.
     pub fn remove_scope(&self, path: &Path) -> io::Result<()> {
         match fs::remove_dir(path) {

@@ -196,6 +196,14 @@ impl Agent {
             log::warn!(target: "agent::cgroup", "cannot create the slice hierarchy under {}: {e}", root.display());
             return None;
         }
+        let swept = tree.sweep_leftover_scopes();
+        if !swept.is_empty() {
+            let names: Vec<String> = swept
+                .iter()
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect();
+            log::warn!(target: "agent::cgroup", "killed and removed {} scope(s) a previous agent left: {}", names.len(), names.join(" "));
+        }
         let missing: Vec<&str> = ["cpu", "io", "memory", "pids"]
             .into_iter()
             .filter(|c| !tree.controllers().iter().any(|x| x == c))
