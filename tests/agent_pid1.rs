@@ -120,6 +120,12 @@ fn service_ignoring_sigterm_is_killed_after_its_stop_timeout() {
     node.wait_for(S, "readiness withdrawn", || {
         !node.ready_file().exists() && !ready_sock.exists()
     });
+    // A reload while going down changes nothing and says so.
+    let r = node.call("reload");
+    assert!(
+        matches!(&r.outcome, pact::proto::client::Outcome::Err(4, m) if m.contains("shutting down")),
+        "{r:?}"
+    );
     let took = node.wait_exit(15 * S);
     assert!(
         took >= Duration::from_millis(1200),

@@ -210,7 +210,10 @@ fn a_service_that_cannot_be_executed_is_failed_not_running() {
     node.wait_state("bi", "failed", 5 * S);
     node.wait_state("nowd", "failed", 5 * S);
     let reason = node.service_field("bi", "reason").unwrap();
-    assert!(reason.contains("No such file"), "{reason}");
+    assert!(
+        reason.contains("No such file") && reason.contains("interpreter (#! line)"),
+        "{reason}"
+    );
     let reason = node.service_field("nowd", "reason").unwrap();
     assert!(
         reason.contains("entering the working directory"),
@@ -262,7 +265,29 @@ fn a_stop_waiter_is_answered_though_another_client_started_it_again() {
     if skip("a_stop_waiter_is_answered_though_another_client_started_it_again") {
         return;
     }
-    let node = Node::start("stoprace", &services(&[("r", "")]), "", false);
+    let node = Node::start(
+        "stoprace",
+        &services(&[
+            ("r", ""),
+            (
+                "slow",
+                "args = [\"--ignore-term\"]\nstop_timeout_seconds = 30",
+            ),
+        ]),
+        "",
+        false,
+    );
+    // A CLI call that outlives its --timeout says so (exit 5), not EAGAIN.
+    node.wait_state("slow", "running", 5 * S);
+    let out = std::process::Command::new(CLI)
+        .arg("--agent-socket")
+        .arg(node.socket())
+        .args(["--timeout", "0.5", "service", "stop", "slow"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("no answer within 0.5 s"), "{err}");
     node.wait_state("r", "running", 5 * S);
     let mut a = UnixStream::connect(node.socket()).unwrap();
     a.set_read_timeout(Some(5 * S)).unwrap();
@@ -278,6 +303,12 @@ fn a_stop_waiter_is_answered_though_another_client_started_it_again() {
         answer.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
     assert_eq!(answer, "ok name=r state=stopped\n");
+    // Not PID 1, SIGUSR1 and SIGUSR2 must not end the agent either.
+    node.signal(libc::SIGUSR1);
+    node.signal(libc::SIGUSR2);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(ok(&node.call("status")), "{}", node.log());
+    assert!(node.log().contains("SIGUSR2 ignored"), "{}", node.log());
 }
 
 #[test]

@@ -138,6 +138,8 @@ impl BootSequence {
         }
         match result {
             Ok(()) => {
+                // The error of an earlier try of this phase is history.
+                self.last_error = None;
                 self.completed
                     .push((phase, now.saturating_duration_since(self.started)));
                 self.state = match phase.next() {
@@ -291,9 +293,11 @@ mod tests {
         let mut b = BootSequence::new(t0).with_max_tries(3);
         b.poll(t0);
         b.on_result(t0, Phase::InitHardware, Err("module".into()));
+        assert_eq!(b.last_error.as_deref(), Some("module"));
         let t1 = b.next_deadline().unwrap();
         assert_eq!(b.poll(t1), Some(BootAction::Run(Phase::InitHardware)));
         b.on_result(t1, Phase::InitHardware, Ok(()));
+        assert_eq!(b.last_error, None, "a stale error after the retry worked");
         assert_eq!(b.poll(t1), Some(BootAction::Run(Phase::ConfigureNetwork)));
         // Stale results are ignored.
         b.on_result(t1, Phase::InitHardware, Ok(()));

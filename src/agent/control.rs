@@ -122,8 +122,13 @@ impl ControlServer {
             };
             let me = rustix::process::geteuid().as_raw();
             if uid != 0 && uid != me && !self.allowed_uids.contains(&uid) {
-                let _ =
-                    stream.write_all(b"err 2 permission denied: the control socket is for root\n");
+                let _ = stream.write_all(
+                    format!(
+                        "err 2 permission denied: uid {uid} is not root, the agent's user or in \
+                         agent.control.allowed_uids\n"
+                    )
+                    .as_bytes(),
+                );
                 log::warn!(target: "agent::control", "refused a connection from uid {uid}");
                 continue;
             }

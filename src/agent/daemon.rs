@@ -425,6 +425,9 @@ impl Agent {
         for s in signals {
             match s {
                 libc::SIGCHLD => self.reap(now),
+                libc::SIGHUP if self.sup.is_shutting_down() => {
+                    log::info!(target: "agent::loop", "SIGHUP ignored: shutting down");
+                }
                 libc::SIGHUP => {
                     log::info!(target: "agent::loop", "SIGHUP: reloading service declarations");
                     if let Err(e) = self.reload(now) {
@@ -435,7 +438,9 @@ impl Agent {
                     log::info!(target: "agent::loop", "{}: shutting down", super::signals::name(s));
                     self.begin_shutdown(now, false);
                 }
-                _ => {}
+                other => {
+                    log::info!(target: "agent::loop", "{} ignored", super::signals::name(other));
+                }
             }
         }
     }
@@ -481,11 +486,18 @@ impl Agent {
             match service {
                 Some(s) => {
                     if let Some((bin, e)) = exec_failed {
-                        // Never ran: a start failure, not a crash.
-                        let what = format!("cannot start {}: {e}", bin.display());
+                        // Never ran: a start failure, not a crash. ENOENT
+                        // for a file that is there is its #! interpreter
+                        // (or ELF loader) missing.
+                        let hint = if e.kind() == std::io::ErrorKind::NotFound && bin.is_file() {
+                            "; the file is there, so its interpreter (#! line) or ELF loader is missing"
+                        } else {
+                            ""
+                        };
+                        let what = format!("cannot start {}: {e}{hint}", bin.display());
                         let lines = self.logs.note(&s, &what);
                         self.push_log_lines(&s, &lines);
-                        let reason = format!("{}: {e}", bin.display());
+                        let reason = format!("{}: {e}{hint}", bin.display());
                         let actions = self.sup.on_spawn_failed(now, &s, &reason);
                         self.perform(now, actions);
                         continue;

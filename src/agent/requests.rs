@@ -95,6 +95,13 @@ impl Agent {
                 self.service_command(t, verb, name, &req, now)
             }
             ["service", "logs", name, rest @ ..] => self.service_logs(t, name, rest, &req),
+            ["reload"] if self.sup.is_shutting_down() => self.reply(
+                t,
+                vec![err_line(
+                    ExitCode::Conflict,
+                    "the node is shutting down: nothing is reloaded",
+                )],
+            ),
             ["reload"] => match self.reload(now) {
                 Ok(summary) => self.reply(t, vec![ok_line(&summary)]),
                 Err(e) => self.reply(t, vec![err_line(ExitCode::Invalid, &e)]),
@@ -368,18 +375,19 @@ impl Agent {
             self.applier.submit(overlay);
         }
         // Before StartServices the boot will start them; while it waits to
-        // retry StartServices, the retry runs now with the new set; after,
-        // apply now.
-        let retrying = matches!(
-            self.boot.state,
+        // retry PullOverlay or StartServices, the retry runs now with the
+        // new set; after, apply now.
+        let retrying = match self.boot.state {
             BootState::Pending {
-                phase: Phase::StartServices,
+                phase: phase @ (Phase::PullOverlay | Phase::StartServices),
                 ..
-            }
-        );
-        if retrying && self.boot.retry_now() {
-            log::info!(target: "agent::boot", "start_services: retrying now with the reloaded declarations");
+            } => Some(phase),
+            _ => None,
+        };
+        if let Some(phase) = retrying.filter(|_| self.boot.retry_now()) {
+            log::info!(target: "agent::boot", "{}: retrying now with the reloaded declarations", phase.as_str());
         }
+        let retrying = retrying == Some(Phase::StartServices);
         let started = self.boot.done(Phase::PullOverlay) && !retrying;
         if started {
             let actions = self.sup.replace(now, &set);
@@ -456,6 +464,9 @@ impl Agent {
         );
         if let Some(e) = &self.boot.last_error {
             rec.push("boot_error", e);
+        }
+        if let super::boot::BootState::Failed { phase, .. } = &self.boot.state {
+            rec.push("boot_failed_phase", phase.as_str());
         }
         match &self.journal {
             Some(link) => {

@@ -1,5 +1,5 @@
 //! Signals as a file descriptor (`signalfd`): the loop wakes on SIGCHLD,
-//! SIGTERM, SIGINT, SIGPWR and SIGHUP like on any other fd.
+//! SIGTERM, SIGINT, SIGPWR, SIGHUP, SIGUSR1 and SIGUSR2 like on any other fd.
 //!
 //! The signals are blocked in the agent, so they queue for the signalfd
 //! (for PID 1 too: blocked signals are never discarded as "unhandled").
@@ -9,12 +9,16 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// The signals the agent handles.
-pub const HANDLED: [i32; 5] = [
+pub const HANDLED: [i32; 7] = [
     libc::SIGCHLD,
     libc::SIGTERM,
     libc::SIGINT,
     libc::SIGPWR,
     libc::SIGHUP,
+    // Read and ignored (logged): their default action would end the agent
+    // when it is not PID 1.
+    libc::SIGUSR1,
+    libc::SIGUSR2,
 ];
 
 pub struct SignalFd {
@@ -88,6 +92,8 @@ pub fn name(signo: i32) -> &'static str {
         libc::SIGINT => "SIGINT",
         libc::SIGPWR => "SIGPWR",
         libc::SIGHUP => "SIGHUP",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGUSR2 => "SIGUSR2",
         libc::SIGKILL => "SIGKILL",
         _ => "signal",
     }

@@ -381,7 +381,7 @@ pub fn read_exec_status(pipe: &OwnedFd) -> ExecStatus {
 fn describe_failure(buf: &[u8; EXEC_STATUS_LEN]) -> io::Error {
     let os = io::Error::from_raw_os_error(i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]));
     let step = match buf[4] {
-        STEP_EXEC => return os,
+        STEP_EXEC => "executing it",
         STEP_SIGNALS => "resetting the signal mask",
         STEP_CGROUP => "joining its cgroup scope",
         STEP_OOM => "setting oom_score_adj",

@@ -182,16 +182,36 @@ fn connect(g: &Global) -> Result<Client<std::os::unix::net::UnixStream>, (i32, S
 
 fn call(g: &Global, words: &[&str]) -> Result<Response, (i32, String)> {
     let mut c = connect(g)?;
-    c.call(&format_request(words), None).map_err(|e| {
-        let code = if e.kind() == std::io::ErrorKind::WouldBlock
-            || e.kind() == std::io::ErrorKind::TimedOut
-        {
-            ExitCode::Unreachable
-        } else {
-            ExitCode::General
-        };
-        (code as i32, format!("agent: {e}"))
-    })
+    c.call(&format_request(words), None)
+        .map_err(|e| agent_error(g, &e))
+}
+
+/// An I/O error talking to the agent: a read timeout is "no answer within
+/// the --timeout" (exit 5), not the socket's EAGAIN.
+fn agent_error(g: &Global, e: &std::io::Error) -> (i32, String) {
+    if matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    ) {
+        return (
+            ExitCode::Unreachable as i32,
+            format!(
+                "agent: no answer within {:.1} s (--timeout); the request may still complete",
+                g.timeout.as_secs_f64()
+            ),
+        );
+    }
+    let code = if matches!(
+        e.kind(),
+        std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::UnexpectedEof
+    ) {
+        ExitCode::Unreachable
+    } else {
+        ExitCode::General
+    };
+    (code as i32, format!("agent: {e}"))
 }
 
 /// Turn an `err` outcome into the CLI's exit.
@@ -297,18 +317,14 @@ fn service_logs(g: &Global, name: &str, opts: &[&str]) -> CliResult {
         c.get_mut().set_read_timeout(None).ok();
     }
     c.send(&format_request(&refs), None)
-        .map_err(|e| (ExitCode::Unreachable as i32, format!("agent: {e}")))?;
+        .map_err(|e| agent_error(g, &e))?;
     let stdout = std::io::stdout();
     loop {
-        let line = c
-            .read_line()
-            .map_err(|e| (ExitCode::Unreachable as i32, format!("agent: {e}")))?;
+        let line = c.read_line().map_err(|e| agent_error(g, &e))?;
         match line {
             None => return Ok(0),
             Some(ResponseLine::Body(n)) => {
-                let body = c
-                    .read_body(n)
-                    .map_err(|e| (ExitCode::Unreachable as i32, format!("agent: {e}")))?;
+                let body = c.read_body(n).map_err(|e| agent_error(g, &e))?;
                 let mut out = stdout.lock();
                 let _ = out.write_all(&body);
                 let _ = out.flush();

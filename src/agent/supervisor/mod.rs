@@ -269,6 +269,10 @@ impl Supervisor {
         r.pid = None;
         r.start_deadline = None;
         r.probe_at = None;
+        if r.spec.health.is_some() && !r.probes() {
+            r.healthy = Some(false);
+            r.health_detail = format!("process exited ({})", exit.describe());
+        }
         r.last_exit = Some(LastExit {
             exit,
             at: now,
@@ -662,6 +666,10 @@ impl Supervisor {
         if let Some(h) = &r.spec.health {
             if r.probes() {
                 r.probe_at = Some(now + h.interval);
+            } else {
+                // A process check: healthy while its process runs.
+                r.healthy = Some(true);
+                r.health_detail = "process running".to_string();
             }
         }
         log::info!(

@@ -843,3 +843,29 @@ fn a_changed_declaration_gives_a_failed_service_a_new_start() {
     assert_eq!(sim.sup.get("f").unwrap().reason, None);
     assert_eq!(sim.state("stopped"), State::Stopped);
 }
+
+#[test]
+fn a_process_health_check_follows_its_process() {
+    let mut p = spec("p", 0, &[]);
+    p.restart = RestartPolicy::Never;
+    p.health = Some(HealthSpec {
+        kind: HealthKind::Process,
+        addr: None,
+        http_path: String::new(),
+        http_host: String::new(),
+        interval: secs(30.0),
+        timeout: secs(5.0),
+        failure_threshold: 3,
+    });
+    let mut sim = Sim::new(vec![p]);
+    sim.start();
+    assert_eq!(sim.sup.get("p").unwrap().healthy, Some(true));
+    sim.die("p", Exit::Code(3));
+    let r = sim.sup.get("p").unwrap();
+    assert_eq!(r.healthy, Some(false));
+    assert!(
+        r.health_detail.contains("process exited"),
+        "{}",
+        r.health_detail
+    );
+}
