@@ -498,3 +498,95 @@ fn ttl_bounds_and_bad_specs_write_nothing() {
         "{v}"
     );
 }
+
+/// A boot stream held open like an agent's: everything read so far.
+struct Stream {
+    bytes: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Stream {
+    fn open(c: &Cluster, request: &str) -> Stream {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(c.node(1).client).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let bytes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let b2 = bytes.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                b2.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Stream { bytes }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until `what` has arrived `times` times in all.
+    fn wait(&self, what: &str, times: usize) {
+        let deadline = Instant::now() + 10 * S;
+        while self.text().matches(what).count() < times {
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} ({times}x) in:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn live_streams_follow_moves_and_the_very_first_overlay() {
+    if skip("live_streams_follow_moves_and_the_very_first_overlay") {
+        return;
+    }
+    let c = Cluster::start(
+        "config-streams",
+        Options {
+            nodes: 1,
+            ..Options::default()
+        },
+    );
+    c.wait_leader(&[1], 10 * S);
+    // A node streaming before anything is written: entry 0 is its
+    // vCluster's first overlay (version 0, like "none"); it must arrive.
+    let st = Stream::open(&c, "boot node=n1 vcluster=va\n");
+    st.wait("complete", 1);
+    let spec = write_spec(
+        &c,
+        "a.toml",
+        "[vcluster.va.sysctl]\n\"vm.swappiness\" = \"10\"\n",
+    );
+    pact_ok(&c, &["apply", &spec]);
+    st.wait(" vcluster=va version=0 ", 2);
+    // Assigned, with a delta.
+    pact_ok(&c, &["node", "assign", "n1", "va"]);
+    let d = write_spec(
+        &c,
+        "d.toml",
+        "[vcluster.va.sysctl]\n\"vm.overcommit_memory\" = \"1\"\n",
+    );
+    pact_ok(&c, &["commit", "--node", "n1", &d]);
+    st.wait(" node=n1 version=2 ", 1);
+    // Moved to a vCluster with no overlay: its (empty) overlay, and the
+    // delta gone.
+    pact_ok(&c, &["node", "assign", "n1", "vempty"]);
+    st.wait(" vcluster=vempty version=0 ", 1);
+    st.wait(" node=n1 version=0 ", 1);
+    // And back: va's overlay again, and still no delta (the move dropped it).
+    pact_ok(&c, &["node", "assign", "n1", "va"]);
+    st.wait(" vcluster=va version=0 ", 3);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        st.text().matches(" node=n1 version=2 ").count(),
+        1,
+        "{}",
+        st.text()
+    );
+}

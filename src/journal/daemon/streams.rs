@@ -144,13 +144,16 @@ impl Daemon {
         let replay = replay_changes(conn, &br.node, &vcluster, br.from).unwrap_or_default();
         let last_seq = self.sm.next_seq().saturating_sub(1);
         self.clients.set_streaming(t);
+        // The agent's versions are of the vCluster it names: moved while it
+        // was away, it gets the new one's overlay whatever the numbers.
+        let moved = !br.vcluster.is_empty() && br.vcluster != vcluster;
         let mut sub = Sub {
             node: br.node.clone(),
             vcluster,
             version: br.version,
             node_version: br.node_version,
         };
-        self.send_state(t, &mut sub, true);
+        self.send_state(t, &mut sub, br.version == 0 || moved, moved);
         let mut tail = String::new();
         for (seq, kind, scope) in replay {
             tail.push_str(
@@ -192,13 +195,18 @@ impl Daemon {
     }
 
     /// Send `sub` what it lacks of its overlay and delta.
-    fn send_state(&mut self, t: Token, sub: &mut Sub, boot: bool) {
+    /// Sends `sub`'s node what changed since the versions it has. Version
+    /// numbers alone cannot tell every change (0 is both "none" and the
+    /// overlay written by entry 0; the same number in another vCluster):
+    /// `force_overlay` and `force_delta` send them anyway (a delta that is
+    /// gone as `delta version=0`).
+    fn send_state(&mut self, t: Token, sub: &mut Sub, force_overlay: bool, force_delta: bool) {
         let Some(conn) = self.storage.as_ref().map(|s| s.conn()) else {
             return;
         };
         let head = tables::overlay_head(conn, &sub.vcluster).ok().flatten();
         let version = head.as_ref().map_or(0, |h| h.0);
-        if version != sub.version || (boot && sub.version == 0) {
+        if version != sub.version || force_overlay {
             let cached = self
                 .streams
                 .overlays
@@ -235,7 +243,7 @@ impl Daemon {
             .flatten()
             .filter(|d| !d.expired(wall_ms()) && d.vcluster == sub.vcluster);
         match delta {
-            Some(d) if d.version != sub.node_version => {
+            Some(d) if d.version != sub.node_version || force_delta => {
                 let text = d.to_toml();
                 let wire = encode_delta(
                     &sub.node,
@@ -247,7 +255,7 @@ impl Daemon {
                 sub.node_version = d.version;
             }
             Some(_) => {}
-            None if sub.node_version != 0 => {
+            None if sub.node_version != 0 || force_delta => {
                 self.clients.send_raw(
                     self.poll.registry(),
                     t,
@@ -297,6 +305,7 @@ impl Daemon {
             if notes.is_empty() && !refresh {
                 continue;
             }
+            let mut moved = false;
             if notes.iter().any(|(_, k, _)| *k == "assignment") {
                 if let Some(vc) = self
                     .storage
@@ -305,11 +314,15 @@ impl Daemon {
                 {
                     if vc != sub.vcluster {
                         sub.vcluster = vc;
-                        sub.version = 0;
-                        sub.node_version = 0;
+                        moved = true;
                     }
                 }
             }
+            // Its vCluster's overlay was written (perhaps by entry 0, whose
+            // version 0 looks like "none"): send it.
+            let overlay_written = changes.iter().any(
+                |(_, c)| matches!(c, Change::Overlay { vcluster } if *vcluster == sub.vcluster),
+            );
             let mut head = String::new();
             for (seq, kind, scope) in &notes {
                 head.push_str(
@@ -324,7 +337,7 @@ impl Daemon {
             }
             self.clients
                 .send_raw(self.poll.registry(), t, head.as_bytes());
-            self.send_state(t, &mut sub, false);
+            self.send_state(t, &mut sub, moved || overlay_written, moved);
             self.streams.subs.insert(t, sub);
         }
         if !applied.is_empty() && !self.streams.watches.is_empty() {
@@ -418,7 +431,7 @@ impl Daemon {
         for t in tokens {
             if let Some(mut sub) = self.streams.subs.get(&t).cloned() {
                 log::info!(target: "journal::streams", "node {}: committed delta expired", sub.node);
-                self.send_state(t, &mut sub, false);
+                self.send_state(t, &mut sub, false, false);
                 self.streams.subs.insert(t, sub);
             }
         }
