@@ -335,7 +335,12 @@ pub fn apply(tx: &Transaction<'_>, seq: u64, cmd: &mut Command) -> Result<Outcom
                 }
                 None => entry.entry_type = EntryType::NodeUnassigned,
             }
-            tables::assign(tx, node, vcluster.as_deref(), seq)?;
+            // The assignment keeps the seq of the entry that made it (the
+            // moves a rollback checks for): assigning a node where it is
+            // changes nothing.
+            if before != *vcluster {
+                tables::assign(tx, node, vcluster.as_deref(), seq)?;
+            }
             let mut changes = vec![Change::Assignment { node: node.clone() }];
             // A delta belongs to its vCluster: moving the node drops it.
             if let Some(mut d) = tables::delta(tx, node)? {
@@ -428,7 +433,19 @@ fn rollback(
         }
         Scope::Node(node) => {
             let current = tables::delta(tx, &node)?;
-            let assigned = tables::assignment(tx, &node)?;
+            let since = tables::assignment_since(tx, &node)?;
+            let assigned = since.as_ref().map(|(vc, _)| vc.clone());
+            // Moved away and back since `target`: the move dropped that
+            // delta, and it stays dropped.
+            if let Some((vc, at)) = since.as_ref().filter(|(_, at)| *at > target) {
+                return refuse(
+                    ExitCode::Conflict,
+                    format!(
+                        "node {node} was assigned to vcluster {vc} at seq {at}, after {target}: \
+                         the move dropped the delta it had then, and a rollback does not bring it back"
+                    ),
+                );
+            }
             let vc = current
                 .as_ref()
                 .map(|d| d.vcluster.clone())
@@ -457,9 +474,13 @@ fn rollback(
                 delta,
                 removed,
                 version: seq,
-                // The delta keeps the expiry it has (a rollback is not a
-                // reason to make a temporary change permanent).
-                expires_ms: current.as_ref().and_then(|c| c.expires_ms),
+                // The delta keeps the expiry it has; one that is gone
+                // (promoted) gets the expiry it had then: a rollback is
+                // not a reason to make a temporary change permanent.
+                expires_ms: match current.as_ref() {
+                    Some(c) if !c.delta.is_empty() || !c.removed.is_empty() => c.expires_ms,
+                    _ => tables::delta_expiry_as_of(tx, &node, target)?,
+                },
                 commits: current.map(|c| c.commits).unwrap_or_default(),
                 committed_ms: entry.timestamp,
             };

@@ -325,6 +325,43 @@ pub fn delta_as_of(
     }
 }
 
+/// The node's vCluster and the entry that assigned it there.
+pub fn assignment_since(
+    conn: &Connection,
+    node: &str,
+) -> Result<Option<(String, u64)>, StorageError> {
+    conn.prepare_cached("SELECT vcluster, seq FROM node_assignments WHERE node = ?1")
+        .and_then(|mut st| {
+            st.query_row(params![node], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .optional()
+        })
+        .map_err(sql_err("read an assignment"))
+}
+
+/// The expiry a node's delta had just after entry `seq`: that of its last
+/// commit up to `seq` (None: permanent, or no commit).
+pub fn delta_expiry_as_of(
+    conn: &Connection,
+    node: &str,
+    seq: u64,
+) -> Result<Option<u64>, StorageError> {
+    let json: Option<String> = conn
+        .prepare_cached(
+            "SELECT entry FROM config_entries WHERE scope = ?1 AND entry_type = 'Commit' \
+             AND seq <= ?2 ORDER BY seq DESC LIMIT 1",
+        )
+        .and_then(|mut st| {
+            st.query_row(params![format!("node:{node}"), seq as i64], |r| r.get(0))
+                .optional()
+        })
+        .map_err(sql_err("read a node's last commit"))?;
+    Ok(json
+        .and_then(|j| serde_json::from_str::<super::entry::ConfigEntry>(&j).ok())
+        .and_then(|e| e.ttl_seconds.map(|t| e.timestamp + u64::from(t) * 1000)))
+}
+
 pub fn assignment(conn: &Connection, node: &str) -> Result<Option<String>, StorageError> {
     conn.prepare_cached("SELECT vcluster FROM node_assignments WHERE node = ?1")
         .and_then(|mut st| st.query_row(params![node], |r| r.get(0)).optional())

@@ -288,10 +288,28 @@ fn rollback_restores_a_vcluster_and_a_node() {
     let (code, m) = db.refused(Command::Rollback { entry: e });
     assert_eq!(code, ExitCode::Conflict, "{m}");
     assert!(
-        m.contains("node n1 is in vcluster other now; its delta at 4 was made in vcluster ml"),
+        m.contains("node n1 was assigned to vcluster other at seq 8, after 4"),
         "{m}"
     );
     assert!(tables::delta(&db.conn, "n1").unwrap().is_none());
+    // Moved back: the delta the move dropped stays dropped.
+    db.assign("n1", "ml");
+    let mut e = entry(Scope::Global);
+    e.parent = Some(4);
+    let (code, m) = db.refused(Command::Rollback { entry: e });
+    assert_eq!(code, ExitCode::Conflict, "{m}");
+    assert!(m.contains("at seq 9, after 4"), "{m}");
+    assert!(tables::delta(&db.conn, "n1").unwrap().is_none());
+    // Assigning a node where it is moves nothing: still no conflict for
+    // what came after the move back.
+    assert!(matches!(
+        db.node_delta("n1", "[vcluster.ml.sysctl]\n\"vm.e\" = \"6\"\n", None),
+        ApplyOutcome::Applied(_)
+    )); // 10
+    db.assign("n1", "ml");
+    let mut e = entry(Scope::Global);
+    e.parent = Some(10);
+    db.ok(Command::Rollback { entry: e });
     let mut drift = entry(Scope::Global);
     drift.entry_type = EntryType::DriftDetected;
     let seq: u64 = db
@@ -674,4 +692,27 @@ fn overlays_are_bounded_at_10_mib() {
     let o = tables::overlay(&db.conn, "ml").unwrap().unwrap();
     assert!(o.overlay.files.is_empty(), "nothing was written");
     assert_eq!(o.version, 0);
+}
+
+#[test]
+fn a_rollback_never_makes_a_temporary_delta_permanent() {
+    let mut db = Db::new();
+    db.apply_spec("ml", "[vcluster.ml.sysctl]\n\"vm.a\" = \"1\"\n"); // 0
+    db.assign("n1", "ml"); // 1
+    assert!(matches!(
+        db.node_delta("n1", "[vcluster.ml.sysctl]\n\"vm.t\" = \"2\"\n", Some(900)),
+        ApplyOutcome::Applied(_)
+    )); // 2
+    db.ok(Command::Promote {
+        entry: entry(Scope::Node("n1".into())),
+        node: "n1".into(),
+        resolution: Resolution::Overwrite,
+    }); // 3: the delta is in the overlay now, gone from the node
+    let mut e = entry(Scope::Global);
+    e.parent = Some(2);
+    db.ok(Command::Rollback { entry: e });
+    let d = tables::delta(&db.conn, "n1").unwrap().unwrap();
+    assert_eq!(d.delta.sysctl.keys().collect::<Vec<_>>(), ["vm.t"]);
+    // The expiry its commit gave it (timestamp + 900 s), not none.
+    assert_eq!(d.expires_ms, Some(1_000_000 + 900_000));
 }
