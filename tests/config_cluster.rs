@@ -590,3 +590,59 @@ fn live_streams_follow_moves_and_the_very_first_overlay() {
         st.text()
     );
 }
+
+#[test]
+fn a_watch_on_a_node_that_catches_up_by_snapshot_misses_nothing() {
+    if skip("a_watch_on_a_node_that_catches_up_by_snapshot_misses_nothing") {
+        return;
+    }
+    let c = Cluster::start(
+        "config-watchsnap",
+        Options {
+            raft_extra: "snapshot_interval = 40".into(),
+            ..Options::default()
+        },
+    );
+    let leader = c.wait_leader(&[1, 2, 3], 20 * S);
+    let lagging = (1..=3).find(|&i| i != leader).unwrap();
+    let watch = {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(c.node(lagging).client).unwrap();
+        s.write_all(b"watch\n").unwrap();
+        s
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = c.node(lagging).child.as_ref().unwrap().id() as i32;
+    // SAFETY: SIGSTOP/SIGCONT of a process this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let ep = c.node(leader).client.to_string();
+    for i in 0..100 {
+        let o = Command::new(CLI)
+            .args(["-e", &ep, "node", "assign", &format!("n{i}"), "ml"])
+            .env("PACT_PRINCIPAL", "alice@example.org")
+            .env("PACT_ROLE", "pact-platform-admin")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    // Every seq from 0 to 99 exactly once, in order.
+    let mut r = std::io::BufReader::new(watch);
+    r.get_ref().set_read_timeout(Some(20 * S)).unwrap();
+    let mut seqs = Vec::new();
+    while seqs.last() != Some(&99) {
+        let mut l = String::new();
+        use std::io::BufRead;
+        if r.read_line(&mut l).unwrap_or(0) == 0 {
+            panic!("watch ended at {seqs:?}\n{}", c.logs());
+        }
+        if let Some(rest) = l.strip_prefix("seq=") {
+            seqs.push(rest.split(' ').next().unwrap().parse::<u64>().unwrap());
+        }
+    }
+    assert_eq!(seqs, (0..100).collect::<Vec<u64>>());
+    assert!(
+        c.logs().contains("installing a snapshot at index"),
+        "no snapshot was installed: the test proves nothing"
+    );
+}

@@ -439,7 +439,9 @@ impl Daemon {
         if self.node.is_none() {
             return Ok(());
         }
-        if let Some((meta, _)) = &ready.snapshot {
+        if let Some((meta, data)) = &ready.snapshot {
+            log::info!(target: "journal", "node {}: installing a snapshot at index {} ({} bytes) from the leader",
+                self.settings.node_id, meta.index, data.len());
             // Writes inside the snapshot were never seen applied here.
             let lost: Vec<u64> = self.writes.range(..=meta.index).map(|(i, _)| *i).collect();
             for index in lost {

@@ -43,6 +43,9 @@ struct Sub {
 #[derive(Debug, Clone)]
 struct Watch {
     vcluster: Option<String>,
+    /// The next journal seq it has not been shown (entries a snapshot
+    /// brought in were never applied one by one, but are shown too).
+    next_seq: u64,
 }
 
 pub struct Streams {
@@ -183,6 +186,7 @@ impl Daemon {
             t,
             Watch {
                 vcluster: req.option("vcluster").map(str::to_string),
+                next_seq: self.sm.next_seq(),
             },
         );
         self.arm_heartbeat();
@@ -194,7 +198,6 @@ impl Daemon {
         }
     }
 
-    /// Send `sub` what it lacks of its overlay and delta.
     /// Sends `sub`'s node what changed since the versions it has. Version
     /// numbers alone cannot tell every change (0 is both "none" and the
     /// overlay written by entry 0; the same number in another vCluster):
@@ -340,46 +343,60 @@ impl Daemon {
             self.send_state(t, &mut sub, moved || overlay_written, moved);
             self.streams.subs.insert(t, sub);
         }
-        if !applied.is_empty() && !self.streams.watches.is_empty() {
-            let watches: Vec<(Token, Watch)> = self
-                .streams
-                .watches
-                .iter()
-                .map(|(t, w)| (*t, w.clone()))
-                .collect();
-            for (t, w) in watches {
-                let mut out = String::new();
-                for a in &applied {
-                    let in_scope = match (&w.vcluster, &a.entry.scope) {
-                        (None, _) => true,
-                        (Some(v), crate::journal::machine::entry::Scope::VCluster(s)) => v == s,
-                        (Some(v), crate::journal::machine::entry::Scope::Node(n)) => {
-                            self.storage
-                                .as_ref()
-                                .and_then(|s| tables::assignment(s.conn(), n).ok().flatten())
-                                .as_deref()
-                                == Some(v.as_str())
-                        }
-                        (Some(_), _) => false,
-                    };
-                    if in_scope {
-                        let e = &a.entry;
-                        let r = Record::new()
-                            .field("seq", e.sequence)
-                            .field("type", e.entry_type.as_str())
-                            .field("scope", e.scope.to_text())
-                            .field("time", crate::util::time::rfc3339_ms(e.timestamp))
-                            .field("author", &e.author.principal)
-                            .field("summary", &a.summary);
-                        out.push_str(&r.to_line());
-                        out.push('\n');
-                    }
+        if (!applied.is_empty() || refresh) && !self.streams.watches.is_empty() {
+            self.publish_to_watches();
+        }
+    }
+
+    /// Shows every watch the configuration entries it has not seen, from
+    /// the table (so entries a snapshot brought in are shown too, in order
+    /// and once).
+    fn publish_to_watches(&mut self) {
+        let Some(conn) = self.storage.as_ref().map(|s| s.conn()) else {
+            return;
+        };
+        let tokens: Vec<Token> = self.streams.watches.keys().copied().collect();
+        for t in tokens {
+            let Some(mut w) = self.streams.watches.get(&t).cloned() else {
+                continue;
+            };
+            let rows = match crate::journal::machine::query::entries_from(conn, w.next_seq, 100_000)
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    log::warn!(target: "journal::streams", "watch: {e}");
+                    continue;
                 }
-                if !out.is_empty() {
-                    self.clients
-                        .send_raw(self.poll.registry(), t, out.as_bytes());
+            };
+            let mut out = String::new();
+            for (seq, ty, scope, ts, principal, summary) in rows {
+                w.next_seq = seq + 1;
+                use crate::journal::machine::entry::Scope;
+                let in_scope = match (&w.vcluster, Scope::parse(&scope)) {
+                    (None, _) => true,
+                    (Some(v), Ok(Scope::VCluster(s))) => *v == s,
+                    (Some(v), Ok(Scope::Node(n))) => {
+                        tables::assignment(conn, &n).ok().flatten().as_deref() == Some(v.as_str())
+                    }
+                    (Some(_), _) => false,
+                };
+                if in_scope {
+                    let r = Record::new()
+                        .field("seq", seq)
+                        .field("type", ty)
+                        .field("scope", scope)
+                        .field("time", crate::util::time::rfc3339_ms(ts))
+                        .field("author", principal)
+                        .field("summary", summary);
+                    out.push_str(&r.to_line());
+                    out.push('\n');
                 }
             }
+            if !out.is_empty() {
+                self.clients
+                    .send_raw(self.poll.registry(), t, out.as_bytes());
+            }
+            self.streams.watches.insert(t, w);
         }
     }
 

@@ -12,6 +12,36 @@ use crate::journal::storage::StorageError;
 use crate::proto::Record;
 use crate::util::time::rfc3339_ms;
 
+/// One configuration entry as `watch` shows it: seq, type, scope,
+/// timestamp, principal, summary.
+pub type WatchRow = (u64, String, String, u64, String, String);
+
+/// Configuration entries from `from` on, oldest first, at most `limit`.
+pub fn entries_from(
+    conn: &Connection,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<WatchRow>, StorageError> {
+    conn.prepare_cached(
+        "SELECT seq, entry_type, scope, timestamp, principal, summary FROM config_entries \
+         WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
+    )
+    .and_then(|mut st| {
+        st.query_map(params![from as i64, limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get(1)?,
+                r.get(2)?,
+                r.get::<_, i64>(3)? as u64,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
+        .and_then(Iterator::collect)
+    })
+    .map_err(tables::sql_err("read entries for a watch"))
+}
+
 /// seq, type, scope, timestamp, principal, role, summary, entry JSON.
 type LogRow = (i64, String, String, i64, String, String, String, String);
 
