@@ -646,3 +646,55 @@ fn a_watch_on_a_node_that_catches_up_by_snapshot_misses_nothing() {
         "no snapshot was installed: the test proves nothing"
     );
 }
+
+#[test]
+fn a_frozen_endpoint_is_passed_over_and_the_timeout_bounds_the_command() {
+    if skip("a_frozen_endpoint_is_passed_over_and_the_timeout_bounds_the_command") {
+        return;
+    }
+    let c = Cluster::start("config-frozen", Options::default());
+    let leader = c.wait_leader(&[1, 2, 3], 20 * S);
+    let frozen = (1..=3).find(|&i| i != leader).unwrap();
+    let pid = |i: u64| c.node(i).child.as_ref().unwrap().id() as i32;
+    // SAFETY: SIGSTOP/SIGCONT of processes this test started.
+    unsafe { libc::kill(pid(frozen), libc::SIGSTOP) };
+    // The frozen node first: it accepts the connection but never answers.
+    let mut eps = vec![c.node(frozen).client.to_string()];
+    eps.extend(
+        (1..=3)
+            .filter(|&i| i != frozen)
+            .map(|i| c.node(i).client.to_string()),
+    );
+    let run = |args: &[&str]| {
+        let t = Instant::now();
+        let o = Command::new(CLI)
+            .args(args)
+            .env("PACT_JOURNAL_ENDPOINTS", eps.join(","))
+            .env("PACT_PRINCIPAL", "alice@example.org")
+            .env("PACT_ROLE", "pact-platform-admin")
+            .env_remove("PACT_ENDPOINT")
+            .output()
+            .unwrap();
+        (o, t.elapsed())
+    };
+    let (o, took) = run(&["--timeout", "30", "node", "assign", "f1", "ml"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(took < 6 * S, "took {took:?}: the frozen endpoint held it");
+    let (o, took) = run(&["--timeout", "30", "log", "-n", "5"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(took < 6 * S, "took {took:?}");
+    // No quorum: a 3-vCluster apply gives up within its --timeout, all
+    // of it, not 3 s per vCluster.
+    let other = (1..=3).find(|&i| i != leader && i != frozen).unwrap();
+    unsafe { libc::kill(pid(other), libc::SIGSTOP) };
+    let spec = write_spec(
+        &c,
+        "three.toml",
+        "[vcluster.a.sysctl]\n\"x\" = \"1\"\n[vcluster.b.sysctl]\n\"x\" = \"1\"\n[vcluster.c.sysctl]\n\"x\" = \"1\"\n",
+    );
+    let (o, took) = run(&["--timeout", "3", "apply", &spec]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert!(took < Duration::from_millis(4500), "took {took:?}");
+    unsafe { libc::kill(pid(other), libc::SIGCONT) };
+    unsafe { libc::kill(pid(frozen), libc::SIGCONT) };
+}

@@ -121,8 +121,12 @@ fn line(words: &[String]) -> String {
     format_request(&refs)
 }
 
+/// A journal client whose --timeout bounds the whole command (every
+/// client it makes shares the budget from its first).
 fn client(o: &Opts<'_>, timeout: Duration) -> JournalClient {
-    JournalClient::new(o.endpoints.clone(), timeout)
+    static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let started = *STARTED.get_or_init(std::time::Instant::now);
+    JournalClient::new(o.endpoints.clone(), timeout).bounded_until(started + timeout)
 }
 
 fn ok_fields(r: &Response) -> Record {
@@ -552,11 +556,11 @@ fn watch(o: &Opts<'_>, timeout: Duration) -> CliResult {
         .next()
         .ok_or_else(|| unreachable(std::io::Error::other("no address")))?;
     let stream = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(unreachable)?;
-    // The first answer within --timeout; then the stream must not go
-    // silent for three of the journal's 5 s heartbeats, or the journal
-    // (or the path to it) is taken for dead.
+    // The stream must not go silent for three of the journal's 5 s
+    // heartbeats (the first comes 5 s after the start), or the journal
+    // (or the path to it) is taken for dead; --timeout may shorten that.
     stream
-        .set_read_timeout(Some(timeout))
+        .set_read_timeout(Some(timeout.min(Duration::from_secs(15))))
         .map_err(unreachable)?;
     let mut c = crate::proto::client::Client::new(stream);
     c.send(&line(&words), None).map_err(unreachable)?;

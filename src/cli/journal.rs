@@ -73,7 +73,7 @@ pub fn run(args: &[&str], json: bool, timeout: Duration) -> CliResult {
     if endpoints.is_empty() {
         endpoints = default_endpoints();
     }
-    let mut client = JournalClient::new(endpoints, timeout);
+    let mut client = JournalClient::new(endpoints, timeout).bounded();
     match rest.as_slice() {
         ["status"] => status(&mut client, json),
         ["append"] => append(&mut client, "-", json),

@@ -49,7 +49,14 @@ pub struct JournalClient {
     timeout: Duration,
     current: Option<(String, Client<TcpStream>)>,
     next_endpoint: usize,
+    /// Set by [`JournalClient::bounded`]: no request goes past it.
+    overall: Option<Instant>,
 }
+
+/// A new connection must answer `hello` within this before a request is
+/// sent on it: a stopped (or hung) node accepts TCP connections but never
+/// answers, and a write sent there would be left indeterminate.
+const HELLO_WAIT: Duration = Duration::from_secs(2);
 
 /// Where an `err` line sends us, if it is a redirect.
 fn redirect_target(message: &str) -> Option<String> {
@@ -101,6 +108,50 @@ impl JournalClient {
             timeout,
             current: None,
             next_endpoint: 0,
+            overall: None,
+        }
+    }
+
+    /// One budget for everything this client does from now on: the
+    /// timeout bounds a whole command, retries and several requests
+    /// included (each request otherwise gets the whole timeout).
+    pub fn bounded(self) -> JournalClient {
+        let until = Instant::now() + self.timeout;
+        self.bounded_until(until)
+    }
+
+    /// No request goes past `until` (several clients of one command).
+    pub fn bounded_until(mut self, until: Instant) -> JournalClient {
+        self.overall = Some(until);
+        self
+    }
+
+    /// The deadline of a request starting now.
+    fn deadline(&self) -> Instant {
+        let own = Instant::now() + self.timeout;
+        self.overall.map_or(own, |o| o.min(own))
+    }
+
+    /// Time left until `deadline` (at least a millisecond: a zero socket
+    /// timeout would mean none).
+    fn left(deadline: Instant) -> Duration {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    }
+
+    /// Connects to `addr` and checks that the node answers.
+    fn open(&self, addr: &str) -> io::Result<Client<TcpStream>> {
+        let left = Self::left(self.deadline());
+        let mut c = connect(addr, left)?;
+        c.get_mut().set_read_timeout(Some(left.min(HELLO_WAIT)))?;
+        match c.call("hello", None) {
+            Ok(r) if r.is_ok() => Ok(c),
+            Ok(_) => Err(io::Error::other("refused hello")),
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                describe(&e, left.min(HELLO_WAIT)) + " to hello",
+            )),
         }
     }
 
@@ -115,7 +166,7 @@ impl JournalClient {
                 return Ok(());
             }
             self.current = None;
-            let c = connect(&addr, self.timeout).map_err(|e| {
+            let c = self.open(&addr).map_err(|e| {
                 ClientError::new(
                     ExitCode::Unreachable,
                     format!("cannot reach the leader at {addr}: {e}"),
@@ -131,7 +182,7 @@ impl JournalClient {
         for _ in 0..self.endpoints.len() {
             let addr = self.endpoints[self.next_endpoint % self.endpoints.len()].clone();
             self.next_endpoint += 1;
-            match connect(&addr, self.timeout) {
+            match self.open(&addr) {
                 Ok(c) => {
                     self.current = Some((addr, c));
                     return Ok(());
@@ -145,7 +196,7 @@ impl JournalClient {
     /// One request on the current (or first reachable) endpoint, no retries.
     /// `Err` means the connection failed; the request may have been sent.
     pub fn call(&mut self, line: &str, body: Option<&[u8]>) -> Result<Response, ClientError> {
-        self.call_within(line, body, self.timeout)
+        self.call_within(line, body, Self::left(self.deadline()))
     }
 
     /// [`call`](Self::call) that waits at most `wait` for the answer.
@@ -173,8 +224,8 @@ impl JournalClient {
     /// A write: follows redirects and waits out elections; never resends
     /// a request whose fate is unknown.
     pub fn write(&mut self, line: &str, body: Option<&[u8]>) -> Result<Response, ClientError> {
-        let deadline = Instant::now() + self.timeout;
-        let unreachable_deadline = Instant::now() + self.timeout.min(UNREACHABLE_GRACE);
+        let deadline = self.deadline();
+        let unreachable_deadline = deadline.min(Instant::now() + UNREACHABLE_GRACE);
         let mut prefer: Option<String> = None;
         loop {
             if let Err(e) = self.ensure_connected(prefer.take()) {
@@ -187,11 +238,12 @@ impl JournalClient {
             let Some((addr, c)) = self.current.as_mut() else {
                 continue;
             };
-            let _ = c.get_mut().set_read_timeout(Some(self.timeout));
+            let wait = Self::left(deadline);
+            let _ = c.get_mut().set_read_timeout(Some(wait));
             let resp = match c.call(line, body) {
                 Ok(r) => r,
                 Err(e) => {
-                    let e = describe(&e, self.timeout);
+                    let e = describe(&e, wait);
                     let msg = format!(
                         "indeterminate: the connection to {addr} failed after the request was sent ({e}); it may have committed"
                     );
@@ -224,8 +276,8 @@ impl JournalClient {
 
     /// A read: retried on any failure until the deadline.
     pub fn read(&mut self, line: &str) -> Result<Response, ClientError> {
-        let deadline = Instant::now() + self.timeout;
-        let unreachable_deadline = Instant::now() + self.timeout.min(UNREACHABLE_GRACE);
+        let deadline = self.deadline();
+        let unreachable_deadline = deadline.min(Instant::now() + UNREACHABLE_GRACE);
         loop {
             if let Err(e) = self.ensure_connected(None) {
                 if Instant::now() >= unreachable_deadline {
@@ -235,7 +287,7 @@ impl JournalClient {
                 continue;
             }
             // A node that does not answer is left for the next one.
-            let wait = self.timeout.min(READ_ATTEMPT);
+            let wait = Self::left(deadline).min(READ_ATTEMPT);
             let err = match self.call_within(line, None, wait) {
                 Ok(resp) => match &resp.outcome {
                     Outcome::Ok(_) => return Ok(resp),
@@ -313,7 +365,7 @@ impl JournalClient {
     /// The `status` records of the first node that answers (not
     /// redirected: a follower's view is what is asked for).
     pub fn status(&mut self) -> Result<Response, ClientError> {
-        let wait = self.timeout.min(READ_ATTEMPT);
+        let wait = Self::left(self.deadline()).min(READ_ATTEMPT);
         let mut tries = self.endpoints.len().max(1);
         let resp = loop {
             match self.call_within("status", None, wait) {
