@@ -357,6 +357,19 @@ fn ttl_bounds_and_bad_specs_write_nothing() {
     );
     pact_ok(&c, &["apply", &base]);
     pact_ok(&c, &["node", "assign", "n1", "ml"]);
+    // Checked locally, named by file and line; nothing is written.
+    let before = entry_count(&c);
+    let pol = write_spec(&c, "pol.toml", "\ndrift_sensitivity = -1\n");
+    let o = pact(&c, &["group", "set-policy", "ml", &pol]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&format!("{pol}:2: drift_sensitivity")),
+        "{}",
+        text(&o)
+    );
+    let o = pact(&c, &["log", "--scope", "bogus:x"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert_eq!(entry_count(&c), before);
     let before = entry_count(&c);
     // Applying what is already declared writes nothing (here read from
     // standard input, as `-`).

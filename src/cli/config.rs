@@ -391,6 +391,17 @@ fn log(o: &Opts<'_>, timeout: Duration) -> CliResult {
         format!("n={}", o.value("-n").unwrap_or("20")),
     ];
     if let Some(s) = o.value("--scope") {
+        // vcluster:X, node:N, global, or a bare name (either).
+        let known = match s.split_once(':') {
+            Some(("vcluster" | "node", name)) => crate::config::overlay::valid_name(name),
+            Some(_) => false,
+            None => s == "global" || crate::config::overlay::valid_name(s),
+        };
+        if !known {
+            return Err(usage(format!(
+                "--scope {s}: expected vcluster:NAME, node:NAME, global or a name"
+            )));
+        }
         words.push(format!("scope={s}"));
     }
     let r = read(o, timeout, &words)?;
@@ -671,8 +682,10 @@ fn group(o: &Opts<'_>, timeout: Duration) -> CliResult {
             Ok(0)
         }
         ["set-policy", vc, path] => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| (ExitCode::Invalid as i32, format!("{path}: {e}")))?;
+            let text = read_input(path)?;
+            // Checked here first: errors name this file.
+            crate::journal::machine::apply::parse_policy_named(path, vc, &text)
+                .map_err(|e| (ExitCode::Invalid as i32, e))?;
             let words = vec!["set-policy".to_string(), vc.to_string()];
             write_report(o, timeout, words, Some(text.as_bytes()), |f| {
                 println!(

@@ -472,9 +472,9 @@ fn replay_changes(
         return Ok(vec![]);
     }
     let mut st = conn.prepare_cached(
-        "SELECT seq, scope FROM config_entries WHERE seq > ?1 AND (scope = ?2 OR scope = ?3) ORDER BY seq LIMIT ?4",
+        "SELECT seq, scope, entry_type FROM config_entries WHERE seq > ?1 AND (scope = ?2 OR scope = ?3) ORDER BY seq LIMIT ?4",
     )?;
-    let rows: Vec<(i64, String)> = st
+    let rows: Vec<(i64, String, String)> = st
         .query_map(
             rusqlite::params![
                 from as i64,
@@ -482,13 +482,16 @@ fn replay_changes(
                 format!("node:{node}"),
                 MAX_REPLAY as i64
             ],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?
         .collect::<Result<_, _>>()?;
     Ok(rows
         .into_iter()
-        .map(|(seq, scope)| {
+        .map(|(seq, scope, ty)| {
+            // The kinds of the live pushes (see `publish`).
+            let assignment = ty == "NodeAssigned" || ty == "NodeUnassigned";
             let (kind, name) = match scope.split_once(':') {
+                Some(("node", n)) if assignment => ("assignment", n.to_string()),
                 Some(("node", n)) => ("node", n.to_string()),
                 Some((_, v)) => ("vcluster", v.to_string()),
                 None => ("vcluster", scope.clone()),

@@ -378,7 +378,12 @@ pub fn apply(tx: &Transaction<'_>, seq: u64, cmd: &mut Command) -> Result<Outcom
 
 /// A policy from `[vcluster.X.policy]` TOML or from bare policy fields.
 pub fn parse_policy(vc: &str, text: &str) -> Result<Policy, String> {
-    let src = Source::from_str("policy", text);
+    parse_policy_named("policy", vc, text)
+}
+
+/// [`parse_policy`], its errors naming `name` (the CLI's file).
+pub fn parse_policy_named(name: &str, vc: &str, text: &str) -> Result<Policy, String> {
+    let src = Source::from_str(name, text);
     if text.contains("[vcluster") {
         let spec = one_spec(text, Some(vc)).map_err(|(_, m)| m)?;
         return spec
@@ -388,7 +393,13 @@ pub fn parse_policy(vc: &str, text: &str) -> Result<Policy, String> {
     }
     let p: Policy = src.parse().map_err(|e| e.to_string())?;
     if !(p.drift_sensitivity >= 0.0 && p.drift_sensitivity.is_finite()) {
-        return Err("policy: drift_sensitivity must be a finite number >= 0".to_string());
+        let at = src
+            .key_in(0..text.len(), "drift_sensitivity")
+            .map(|r| format!(":{}", text[..r.start].matches('\n').count() + 1))
+            .unwrap_or_default();
+        return Err(format!(
+            "{name}{at}: drift_sensitivity must be a finite number >= 0"
+        ));
     }
     Ok(p)
 }
@@ -456,6 +467,14 @@ fn rollback(
             // A delta belongs to the vCluster the node was in: restoring it
             // after the node moved would put one vCluster's changes on a
             // node of another (and a later promote into the wrong overlay).
+            if assigned.is_none() && vc.is_empty() {
+                return refuse(
+                    ExitCode::Conflict,
+                    format!(
+                        "node {node} is not assigned to a vcluster: it has no delta to roll back"
+                    ),
+                );
+            }
             if assigned.as_deref() != Some(vc.as_str()) {
                 return refuse(
                     ExitCode::Conflict,
