@@ -21,6 +21,11 @@ const S: Duration = Duration::from_secs(1);
 /// Runs `pact ARGS` against every node of `c`.
 fn pact(c: &Cluster, args: &[&str]) -> Output {
     let eps: Vec<String> = c.nodes.iter().map(|n| n.client.to_string()).collect();
+    pact_at(&eps, args)
+}
+
+/// Runs `pact ARGS` against these endpoints, in this order.
+fn pact_at(eps: &[String], args: &[&str]) -> Output {
     Command::new(CLI)
         .args(args)
         .env("PACT_JOURNAL_ENDPOINTS", eps.join(","))
@@ -630,12 +635,10 @@ fn a_watch_on_a_node_that_catches_up_by_snapshot_misses_nothing() {
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let ep = c.node(leader).client.to_string();
     for i in 0..100 {
-        let o = Command::new(CLI)
-            .args(["-e", &ep, "node", "assign", &format!("n{i}"), "ml"])
-            .env("PACT_PRINCIPAL", "alice@example.org")
-            .env("PACT_ROLE", "pact-platform-admin")
-            .output()
-            .unwrap();
+        let o = pact_at(
+            std::slice::from_ref(&ep),
+            &["node", "assign", &format!("n{i}"), "ml"],
+        );
         assert!(o.status.success(), "{}", text(&o));
     }
     unsafe { libc::kill(pid, libc::SIGCONT) };
@@ -680,14 +683,7 @@ fn a_frozen_endpoint_is_passed_over_and_the_timeout_bounds_the_command() {
     );
     let run = |args: &[&str]| {
         let t = Instant::now();
-        let o = Command::new(CLI)
-            .args(args)
-            .env("PACT_JOURNAL_ENDPOINTS", eps.join(","))
-            .env("PACT_PRINCIPAL", "alice@example.org")
-            .env("PACT_ROLE", "pact-platform-admin")
-            .env_remove("PACT_ENDPOINT")
-            .output()
-            .unwrap();
+        let o = pact_at(&eps, args);
         (o, t.elapsed())
     };
     let (o, took) = run(&["--timeout", "30", "node", "assign", "f1", "ml"]);
