@@ -310,6 +310,10 @@ fn promote_with_and_without_conflicts() {
         "{v}"
     );
     assert_eq!(v["conflicts"][0]["conflict"], "n2", "{v}");
+    // Values are text, whatever they look like; stderr stays quiet.
+    assert!(v["conflicts"][0]["promoted"].is_string(), "{v}");
+    assert!(v["conflicts"][0]["local"].is_string(), "{v}");
+    assert!(dry.stderr.is_empty(), "{}", text(&dry));
     let o = pact(&c, &["promote", "n1"]);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);

@@ -504,7 +504,8 @@ fn promote(o: &Opts<'_>, timeout: Duration) -> CliResult {
         } else {
             print!("{text}");
         }
-        for c in conflicts {
+        // (With --json the conflicts are in the object, not repeated.)
+        for c in conflicts.iter().filter(|_| !o.json) {
             eprintln!(
                 "conflict: node {} has {} = {} (promoting {})",
                 c.get("conflict").unwrap_or("?"),

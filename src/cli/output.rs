@@ -28,6 +28,7 @@ const TEXT_FIELDS: &[&str] = &[
     "nodes",
     "peer",
     "previous",
+    "promoted",
     "principal",
     "reason",
     "role",
