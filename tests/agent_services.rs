@@ -724,3 +724,62 @@ fn an_agent_restarted_after_a_crash_kills_what_the_old_one_left() {
     unsafe { libc::kill(again.id() as i32, libc::SIGTERM) };
     let _ = again.wait();
 }
+
+#[test]
+fn an_abandoned_zombie_scope_is_removed_once_it_empties() {
+    if skip("an_abandoned_zombie_scope_is_removed_once_it_empties") {
+        return;
+    }
+    // A process that cgroup.kill cannot end in time: a grandchild frozen
+    // by the cgroup v1 freezer (hybrid hosts have one).
+    let freezer_root = std::path::Path::new("/sys/fs/cgroup/freezer");
+    if !freezer_root.join("tasks").exists() {
+        eprintln!("\n*** an_abandoned_zombie_scope_is_removed_once_it_empties: SKIPPED: no cgroup v1 freezer ***\n");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("pact-zombie-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let gc_file = dir.join("gc");
+    let svc = services(&[(
+        "z",
+        &format!(
+            "args = [\"--grandchild\", \"{}\", \"--exit\", \"1\", \"--after\", \"1.5\"]\nrestart_delay_seconds = 0.2",
+            gc_file.display()
+        ),
+    )]);
+    let node = Node::start("zombie", &svc, "scope_kill_timeout_seconds = 2", false);
+    node.wait_for(5 * S, "the grandchild", || gc_file.exists());
+    let gc: i32 = std::fs::read_to_string(&gc_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let fz = freezer_root.join(format!("pact-test-{}", std::process::id()));
+    std::fs::create_dir_all(&fz).unwrap();
+    // Thawed and removed whatever happens (a frozen process outlives us).
+    struct Thaw(std::path::PathBuf);
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _thaw = Thaw(fz.clone());
+    std::fs::write(fz.join("tasks"), gc.to_string()).unwrap();
+    std::fs::write(fz.join("freezer.state"), "FROZEN").unwrap();
+    let scope = node.cgroup_root.join("pact.slice/infra.slice/z.scope");
+    node.wait_for(10 * S, "the scope abandoned", || {
+        node.log().contains("abandoning it as a zombie")
+    });
+    assert!(scope.exists());
+    // Thawed, the killed grandchild dies: the old scope goes away.
+    std::fs::write(fz.join("freezer.state"), "THAWED").unwrap();
+    node.wait_for(5 * S, "the zombie scope removed", || !scope.exists());
+    assert!(
+        node.log().contains("emptied at last; removed"),
+        "{}",
+        node.log()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

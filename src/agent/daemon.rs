@@ -103,6 +103,8 @@ struct Scope {
     path: PathBuf,
     wds: Vec<i32>,
     ooms: u64,
+    /// Given up on as a zombie: still watched, removed once it empties.
+    abandoned: bool,
 }
 
 /// A request waiting for a service to reach a state.
@@ -537,7 +539,11 @@ impl Agent {
                         &format!("scope {scope} would not empty; abandoned as a zombie"),
                     );
                     self.push_log_lines(&service, &lines);
-                    self.drop_scope(&service, scope, false);
+                    // Still watched: removed if its processes ever go.
+                    match self.scopes.get_mut(&(service.clone(), scope)) {
+                        Some(s) => s.abandoned = true,
+                        None => self.drop_scope(&service, scope, false),
+                    }
                     vec![]
                 }
                 Action::Probe { service } => self.start_probe(now, &service),
@@ -749,6 +755,7 @@ impl Agent {
                 path: path.to_path_buf(),
                 wds,
                 ooms,
+                abandoned: false,
             },
         );
     }
@@ -827,6 +834,10 @@ impl Agent {
                 continue;
             };
             let Some(cg) = &self.cgroups else { continue };
+            let abandoned = self.scopes.get(&key).is_some_and(|s| s.abandoned);
+            if w.oom && abandoned {
+                continue;
+            }
             if w.oom {
                 let count = cg.oom_kills(&path);
                 let seen = self.scopes.get(&key).map_or(0, |s| s.ooms);
@@ -851,6 +862,11 @@ impl Agent {
                     }
                 }
             } else if cg.scope_empty(&path) {
+                if abandoned {
+                    log::info!(target: "agent::cgroup", "{}: abandoned scope {} emptied at last; removed", w.service, path.display());
+                    self.drop_scope(&w.service, w.scope, true);
+                    continue;
+                }
                 let actions = self.sup.on_scope_empty(now, &w.service, w.scope);
                 self.perform(now, actions);
             }
