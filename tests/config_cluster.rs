@@ -711,3 +711,39 @@ fn a_frozen_endpoint_is_passed_over_and_the_timeout_bounds_the_command() {
     unsafe { libc::kill(pid(other), libc::SIGCONT) };
     unsafe { libc::kill(pid(frozen), libc::SIGCONT) };
 }
+
+#[test]
+fn a_vcluster_watch_shows_a_node_while_it_is_in_it_and_its_moves() {
+    if skip("a_vcluster_watch_shows_a_node_while_it_is_in_it_and_its_moves") {
+        return;
+    }
+    let c = Cluster::start(
+        "config-watchvc",
+        Options {
+            nodes: 1,
+            ..Options::default()
+        },
+    );
+    c.wait_leader(&[1], 10 * S);
+    let st = Stream::open(&c, "watch vcluster=ml\n");
+    std::thread::sleep(Duration::from_millis(200));
+    let d_ml = write_spec(&c, "dml.toml", "[vcluster.ml.sysctl]\n\"vm.a\" = \"1\"\n");
+    let d_other = write_spec(
+        &c,
+        "dot.toml",
+        "[vcluster.other.sysctl]\n\"vm.a\" = \"2\"\n",
+    );
+    pact_ok(&c, &["node", "assign", "n1", "ml"]); // 0
+    pact_ok(&c, &["commit", "--node", "n1", &d_ml]); // 1
+    pact_ok(&c, &["node", "assign", "n1", "other"]); // 2: leaves ml
+    pact_ok(&c, &["commit", "--node", "n1", &d_other]); // 3: not ml's
+    pact_ok(&c, &["node", "assign", "n2", "ml"]); // 4
+    st.wait("seq=4 ", 1);
+    let text = st.text();
+    let seqs: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("seq="))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert_eq!(seqs, ["0", "1", "2", "4"], "{text}");
+}

@@ -584,9 +584,10 @@ fn watch(o: &Opts<'_>, timeout: Duration) -> CliResult {
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut if heard => {
                     format!("the stream went silent for {} s", WATCH_SILENCE.as_secs())
                 }
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                    format!("no answer within {:.1} s", timeout.as_secs_f64())
-                }
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
+                    "no answer within {:.1} s",
+                    timeout.min(WATCH_SILENCE).as_secs_f64()
+                ),
                 _ => e.to_string(),
             };
             (

@@ -375,8 +375,13 @@ impl Daemon {
                 let in_scope = match (&w.vcluster, Scope::parse(&scope)) {
                     (None, _) => true,
                     (Some(v), Ok(Scope::VCluster(s))) => *v == s,
+                    // A node's entry while it was in the vCluster; its
+                    // moves in and out of it too.
                     (Some(v), Ok(Scope::Node(n))) => {
-                        tables::assignment(conn, &n).ok().flatten().as_deref() == Some(v.as_str())
+                        let at = |s| crate::journal::machine::query::vcluster_at(conn, &n, s);
+                        let moved = ty == "NodeAssigned" || ty == "NodeUnassigned";
+                        at(seq).as_deref() == Some(v.as_str())
+                            || (moved && seq > 0 && at(seq - 1).as_deref() == Some(v.as_str()))
                     }
                     (Some(_), _) => false,
                 };

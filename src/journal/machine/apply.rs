@@ -39,7 +39,16 @@ fn refuse<T>(
 /// The single vCluster a spec declares (it must declare exactly `want`,
 /// when given).
 fn one_spec(text: &str, want: Option<&str>) -> Result<OverlaySpec, (ExitCode, String)> {
-    let specs = parse_spec(&Source::from_str("spec", text))
+    one_spec_named("spec", text, want)
+}
+
+/// [`one_spec`], its errors naming `name`.
+fn one_spec_named(
+    name: &str,
+    text: &str,
+    want: Option<&str>,
+) -> Result<OverlaySpec, (ExitCode, String)> {
+    let specs = parse_spec(&Source::from_str(name, text))
         .map_err(|e| (ExitCode::Invalid, e.to_string()))?;
     let names: Vec<&str> = specs.iter().map(|s| s.vcluster.as_str()).collect();
     match (specs.len(), want) {
@@ -385,7 +394,7 @@ pub fn parse_policy(vc: &str, text: &str) -> Result<Policy, String> {
 pub fn parse_policy_named(name: &str, vc: &str, text: &str) -> Result<Policy, String> {
     let src = Source::from_str(name, text);
     if text.contains("[vcluster") {
-        let spec = one_spec(text, Some(vc)).map_err(|(_, m)| m)?;
+        let spec = one_spec_named(name, text, Some(vc)).map_err(|(_, m)| m)?;
         return spec
             .set
             .policy

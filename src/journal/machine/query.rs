@@ -42,6 +42,28 @@ pub fn entries_from(
     .map_err(tables::sql_err("read entries for a watch"))
 }
 
+/// The vCluster `node` was in just after entry `seq` (from the
+/// assignment entries, so also for entries a snapshot brought in).
+pub fn vcluster_at(conn: &Connection, node: &str, seq: u64) -> Option<String> {
+    let summary: Option<String> = conn
+        .prepare_cached(
+            "SELECT summary FROM config_entries WHERE scope = ?1 AND seq <= ?2 \
+             AND entry_type IN ('NodeAssigned', 'NodeUnassigned') ORDER BY seq DESC LIMIT 1",
+        )
+        .and_then(|mut st| {
+            use rusqlite::OptionalExtension;
+            st.query_row(params![format!("node:{node}"), seq as i64], |r| r.get(0))
+                .optional()
+        })
+        .ok()
+        .flatten();
+    // "node N assigned to vcluster V" (see apply) or "node N unassigned".
+    summary.and_then(|s| {
+        s.rsplit_once(" assigned to vcluster ")
+            .map(|(_, vc)| vc.to_string())
+    })
+}
+
 /// seq, type, scope, timestamp, principal, role, summary, entry JSON.
 type LogRow = (i64, String, String, i64, String, String, String, String);
 
