@@ -211,7 +211,8 @@ fn a_service_that_cannot_be_executed_is_failed_not_running() {
     node.wait_state("nowd", "failed", 5 * S);
     let reason = node.service_field("bi", "reason").unwrap();
     assert!(
-        reason.contains("No such file") && reason.contains("interpreter (#! line)"),
+        reason.contains("No such file")
+            && reason.contains("interpreter /nonexistent/interpreter (the #! line) is missing"),
         "{reason}"
     );
     let reason = node.service_field("nowd", "reason").unwrap();

@@ -115,6 +115,14 @@ impl CgroupTree {
         let path = self.scope_path(slice, service, generation);
         match fs::create_dir(&path) {
             Ok(()) => {}
+            // The supervisor never spawns into a scope of its own that is
+            // busy: processes here are a leftover that would not die.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !self.scope_empty(&path) => {
+                return Err(io::Error::other(format!(
+                    "{} still holds processes left by an earlier agent that would not die",
+                    path.display()
+                )));
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
@@ -193,8 +201,9 @@ impl CgroupTree {
     /// Kills and removes the service scopes a previous agent left under
     /// `pact.slice` (one that was killed or crashed, not as PID 1): their
     /// processes run unsupervised, and new instances would join them.
-    /// `workload.slice` is never touched. Returns the scopes swept.
-    pub fn sweep_leftover_scopes(&self) -> Vec<PathBuf> {
+    /// `workload.slice` is never touched. Returns the scopes removed and
+    /// those that would not empty (left; no service starts in them).
+    pub fn sweep_leftover_scopes(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
         let mut swept = Vec::new();
         let slices = fs::read_dir(self.root.join(slices::PACT_ROOT))
             .into_iter()
@@ -218,15 +227,20 @@ impl CgroupTree {
         }
         // Killed processes take a moment to leave their scopes.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        for scope in &swept {
-            while !self.scope_empty(scope) && std::time::Instant::now() < deadline {
+        let (mut removed, mut left) = (Vec::new(), Vec::new());
+        for scope in swept {
+            while !self.scope_empty(&scope) && std::time::Instant::now() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
-            if let Err(e) = self.remove_scope(scope) {
-                log::warn!(target: "agent::cgroup", "cannot remove the leftover scope {}: {e}", scope.display());
+            match self.remove_scope(&scope) {
+                Ok(()) => removed.push(scope),
+                Err(e) => {
+                    log::warn!(target: "agent::cgroup", "cannot remove the leftover scope {}: {e}", scope.display());
+                    left.push(scope);
+                }
             }
         }
-        swept
+        (removed, left)
     }
 
     /// Remove an empty scope directory.

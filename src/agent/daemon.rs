@@ -492,9 +492,9 @@ impl Agent {
                         // for a file that is there is its #! interpreter
                         // (or ELF loader) missing.
                         let hint = if e.kind() == std::io::ErrorKind::NotFound && bin.is_file() {
-                            "; the file is there, so its interpreter (#! line) or ELF loader is missing"
+                            missing_loader(&bin)
                         } else {
-                            ""
+                            String::new()
                         };
                         let what = format!("cannot start {}: {e}{hint}", bin.display());
                         let lines = self.logs.note(&s, &what);
@@ -1144,4 +1144,25 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(self.cfg.ready_socket());
     }
+}
+
+/// Why a file that is there cannot be executed with ENOENT: its `#!`
+/// interpreter, or the ELF loader it names, is missing.
+fn missing_loader(bin: &std::path::Path) -> String {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(bin)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    let head = &head[..n];
+    if let Some(rest) = head.strip_prefix(b"#!") {
+        let line = rest.split(|b| *b == b'\n').next().unwrap_or_default();
+        let text = String::from_utf8_lossy(line);
+        if let Some(interp) = text.split_whitespace().next() {
+            return format!(
+                "; the file is there, but its interpreter {interp} (the #! line) is missing"
+            );
+        }
+    }
+    "; the file is there, so the ELF loader it names is missing".to_string()
 }

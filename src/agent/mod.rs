@@ -86,6 +86,29 @@ fn say(to_stderr: bool, text: &str) {
     }
 }
 
+/// The value of option `key`: attached (`--key=v`) or the next word, but
+/// not a next word that is an option (`--log-level --state-dir X` is a
+/// missing value, and --state-dir is still read).
+fn value_of(p: &mut lexopt::Parser, key: &str) -> Result<std::ffi::OsString, lexopt::Error> {
+    if let Some(v) = p.optional_value() {
+        return Ok(v);
+    }
+    let next_is_option = p
+        .raw_args()
+        .ok()
+        .and_then(|r| {
+            r.peek()
+                .map(|w| w.len() > 1 && w.to_string_lossy().starts_with('-'))
+        })
+        .unwrap_or(false);
+    if next_is_option {
+        return Err(lexopt::Error::MissingValue {
+            option: Some(key.to_string()),
+        });
+    }
+    p.value()
+}
+
 /// Parses the command line. Not PID 1: the first bad argument is the
 /// error (exit 2). As PID 1 nothing ends the program: a word it does not
 /// know (the kernel passes unknown boot parameters to init) or a bad value
@@ -124,24 +147,27 @@ fn parse_args(
             }
         };
         let one: Result<(), lexopt::Error> = match key.as_str() {
-            "-c" | "--config" => p.value().map(|v| a.config = Some(v.into())),
-            "--services" => p.value().map(|v| a.services = Some(v.into())),
-            "--state-dir" => p.value().map(|v| a.state_dir = Some(v.into())),
-            "--cgroup-root" => p
-                .value()
+            "-c" | "--config" => value_of(&mut p, &key).map(|v| a.config = Some(v.into())),
+            "--services" => value_of(&mut p, &key).map(|v| a.services = Some(v.into())),
+            "--state-dir" => value_of(&mut p, &key).map(|v| a.state_dir = Some(v.into())),
+            "--cgroup-root" => value_of(&mut p, &key)
                 .and_then(|v| v.string())
                 .map(|v| a.cgroup_root = Some(v)),
-            "--log-level" => p.value().and_then(|v| v.string()).and_then(|v| {
-                logger::parse_level(&v).map_err(|e| lexopt::Error::Custom(e.into()))?;
-                a.log_level = Some(v);
-                Ok(())
-            }),
-            "--log-format" => p.value().and_then(|v| v.string()).and_then(|v| {
-                v.parse::<logger::Format>()
-                    .map_err(|e| lexopt::Error::Custom(e.to_string().into()))?;
-                a.log_format = Some(v);
-                Ok(())
-            }),
+            "--log-level" => value_of(&mut p, &key)
+                .and_then(|v| v.string())
+                .and_then(|v| {
+                    logger::parse_level(&v).map_err(|e| lexopt::Error::Custom(e.into()))?;
+                    a.log_level = Some(v);
+                    Ok(())
+                }),
+            "--log-format" => value_of(&mut p, &key)
+                .and_then(|v| v.string())
+                .and_then(|v| {
+                    v.parse::<logger::Format>()
+                        .map_err(|e| lexopt::Error::Custom(e.to_string().into()))?;
+                    a.log_format = Some(v);
+                    Ok(())
+                }),
             "--check" if pid1 => {
                 notes.push(
                     "ignored: --check (PID 1 boots; run the check as another process)".into(),
@@ -495,6 +521,12 @@ mod tests {
         assert!(!a.check && a.log_level.is_none());
         assert_eq!(notes.len(), 5, "{notes:?}");
         assert!(notes[0].contains("splash"), "{notes:?}");
+        // An option without its value does not swallow the next option.
+        let (r, notes) = parse(&["--log-level", "--state-dir", "/y"], true);
+        let Ok(Parsed::Run(a)) = r else {
+            panic!("PID 1 must go on booting");
+        };
+        assert_eq!(a.state_dir.as_deref(), Some(Path::new("/y")), "{notes:?}");
         // Not PID 1: the first bad word is the error, --help ends it.
         assert!(parse(&words, false).0.is_err());
         assert!(matches!(parse(&["--help"], false).0, Ok(Parsed::Done)));

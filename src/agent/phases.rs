@@ -196,13 +196,19 @@ impl Agent {
             log::warn!(target: "agent::cgroup", "cannot create the slice hierarchy under {}: {e}", root.display());
             return None;
         }
-        let swept = tree.sweep_leftover_scopes();
-        if !swept.is_empty() {
-            let names: Vec<String> = swept
-                .iter()
+        let (removed, left) = tree.sweep_leftover_scopes();
+        let names = |v: &[std::path::PathBuf]| -> Vec<String> {
+            v.iter()
                 .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .collect();
-            log::warn!(target: "agent::cgroup", "killed and removed {} scope(s) a previous agent left: {}", names.len(), names.join(" "));
+                .collect()
+        };
+        if !removed.is_empty() {
+            let n = names(&removed);
+            log::warn!(target: "agent::cgroup", "killed and removed {} scope(s) a previous agent left: {}", n.len(), n.join(" "));
+        }
+        if !left.is_empty() {
+            let n = names(&left);
+            log::error!(target: "agent::cgroup", "{} scope(s) a previous agent left would not empty after cgroup.kill: {}; their services fail to start until they do", n.len(), n.join(" "));
         }
         let missing: Vec<&str> = ["cpu", "io", "memory", "pids"]
             .into_iter()

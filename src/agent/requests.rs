@@ -200,6 +200,15 @@ impl Agent {
         while i < self.waiters.len() {
             let w = &self.waiters[i];
             let answer = match self.sup.get(&w.service) {
+                // Removed by a reload while it waited: stopped, so a stop
+                // is done and a start never will be.
+                None if w.want_running => Some(err_line(
+                    ExitCode::General,
+                    &format!(
+                        "service \"{}\" was removed by a reload; it was not started",
+                        w.service
+                    ),
+                )),
                 None => Some(ok_line(
                     &Rec::new()
                         .field("name", &w.service)

@@ -505,6 +505,12 @@ impl Supervisor {
             .ok_or_else(|| CommandError::UnknownService(name.into()))?;
         let mut out = Vec::new();
         self.records[i].want = false;
+        // A failed service stopped by an operator is stopped: nothing (not
+        // a changed declaration either) starts it again but a start.
+        if self.records[i].state == State::Failed {
+            self.records[i].restart_at = None;
+            self.records[i].set_state(State::Stopped, now);
+        }
         self.begin_stop(now, i, AfterStop::Nothing, &mut out);
         self.reconcile(now, &mut out);
         Ok(out)

@@ -842,6 +842,21 @@ fn a_changed_declaration_gives_a_failed_service_a_new_start() {
     assert_eq!(sim.state("f"), State::Running);
     assert_eq!(sim.sup.get("f").unwrap().reason, None);
     assert_eq!(sim.state("stopped"), State::Stopped);
+    // Failed, then stopped by an operator: a changed declaration leaves
+    // it stopped too.
+    sim.die("f", Exit::Code(1));
+    assert_eq!(sim.state("f"), State::Failed);
+    let a = sim.sup.stop(sim.now, "f").unwrap();
+    sim.apply(a);
+    assert_eq!(sim.state("f"), State::Stopped);
+    let mut again = spec("f", 0, &[]);
+    again.restart = RestartPolicy::Never;
+    again.args = vec!["--v3".into()];
+    let a = sim
+        .sup
+        .replace(sim.now, &set(vec![again, spec("stopped", 1, &[])]));
+    sim.apply(a);
+    assert_eq!(sim.state("f"), State::Stopped);
 }
 
 #[test]
