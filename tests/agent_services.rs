@@ -304,6 +304,44 @@ fn a_stop_waiter_is_answered_though_another_client_started_it_again() {
         answer.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
     assert_eq!(answer, "ok name=r state=stopped\n");
+    // A start still waiting when a reload removes the service: an error,
+    // not "ok" (it never started).
+    node.rewrite_services(&services(&[
+        ("r", ""),
+        (
+            "slow",
+            "args = [\"--ignore-term\"]\nstop_timeout_seconds = 30",
+        ),
+        (
+            "late",
+            "args = [\"--notify\", \"--ready-delay\", \"3\"]\nready = \"notify\"",
+        ),
+    ]));
+    assert!(ok(&node.call("reload")));
+    let r = node.call("service stop late");
+    assert!(ok(&r), "{r:?}");
+    let mut b = UnixStream::connect(node.socket()).unwrap();
+    b.set_read_timeout(Some(5 * S)).unwrap();
+    b.write_all(b"service start late\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    node.rewrite_services(&services(&[
+        ("r", ""),
+        (
+            "slow",
+            "args = [\"--ignore-term\"]\nstop_timeout_seconds = 30",
+        ),
+    ]));
+    assert!(ok(&node.call("reload")));
+    let mut answer = String::new();
+    while !answer.ends_with('\n') {
+        let n = b.read(&mut buf).expect("the start's answer within 5 s");
+        assert!(n > 0, "closed without an answer");
+        answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(
+        answer.starts_with("err 1 ") && answer.contains("removed by a reload"),
+        "{answer}"
+    );
     // Not PID 1, SIGUSR1 and SIGUSR2 must not end the agent either.
     node.signal(libc::SIGUSR1);
     node.signal(libc::SIGUSR2);
