@@ -696,6 +696,35 @@ fn a_frozen_endpoint_is_passed_over_and_the_timeout_bounds_the_command() {
     let (o, took) = run(&["--timeout", "30", "log", "-n", "5"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(took < 6 * S, "took {took:?}");
+    // A watch too: on the next endpoint, it shows the next write.
+    let mut w = Command::new(CLI)
+        .args(["--timeout", "30", "watch"])
+        .env("PACT_JOURNAL_ENDPOINTS", eps.join(","))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let (o, _) = run(&["--timeout", "30", "node", "assign", "f2", "ml"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut first = String::new();
+    let mut out = std::io::BufReader::new(w.stdout.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let _ = out.read_line(&mut first);
+        first
+    });
+    let deadline = Instant::now() + 6 * S;
+    while !reader.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = w.kill();
+    let _ = w.wait();
+    let first = reader.join().unwrap();
+    assert!(
+        first.contains("node f2 assigned to vcluster ml"),
+        "watch printed {first:?}"
+    );
     // No quorum: a 3-vCluster apply gives up within its --timeout, all
     // of it, not 3 s per vCluster.
     let other = (1..=3).find(|&i| i != leader && i != frozen).unwrap();

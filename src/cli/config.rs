@@ -550,32 +550,75 @@ fn promote(o: &Opts<'_>, timeout: Duration) -> CliResult {
 /// every 5 s) before the journal is taken for dead.
 const WATCH_SILENCE: Duration = Duration::from_secs(15);
 
+/// Connects to `endpoint`, checks that it answers `hello`, and sends the
+/// watch request.
+fn open_watch(
+    endpoint: &str,
+    timeout: Duration,
+    request: &str,
+) -> std::io::Result<crate::proto::client::Client<std::net::TcpStream>> {
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(endpoint)?
+        .next()
+        .ok_or_else(|| std::io::Error::other("no address"))?;
+    let stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    let hello_wait = timeout.min(Duration::from_secs(2));
+    stream.set_read_timeout(Some(hello_wait))?;
+    let mut c = crate::proto::client::Client::new(stream);
+    match c.call("hello", None) {
+        Ok(r) if r.is_ok() => {}
+        Ok(_) => return Err(std::io::Error::other("refused hello")),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            return Err(std::io::Error::other(format!(
+                "no answer to hello within {:.1} s",
+                hello_wait.as_secs_f64()
+            )))
+        }
+        Err(e) => return Err(e),
+    }
+    // The stream must not go silent for three of the journal's 5 s
+    // heartbeats (the first comes 5 s after the start), or the journal
+    // (or the path to it) is taken for dead; --timeout may shorten that.
+    c.get_mut()
+        .set_read_timeout(Some(timeout.min(WATCH_SILENCE)))?;
+    c.send(request, None)?;
+    Ok(c)
+}
+
 fn watch(o: &Opts<'_>, timeout: Duration) -> CliResult {
     no_extra(o, 0, "pact watch [--vcluster X]")?;
     let mut words = vec!["watch".to_string()];
     if let Some(v) = o.value("--vcluster") {
         words.push(format!("vcluster={v}"));
     }
-    let endpoint = o.endpoints.first().cloned().unwrap_or_default();
-    let unreachable = |e: std::io::Error| {
-        (
-            ExitCode::Unreachable as i32,
-            format!("journal {endpoint}: {e}"),
-        )
+    // The first endpoint that answers `hello` within 2 s (a stopped node
+    // still accepts connections) gets the watch.
+    let mut last = (
+        ExitCode::Unreachable as i32,
+        "no journal endpoints".to_string(),
+    );
+    let mut opened = None;
+    for endpoint in &o.endpoints {
+        match open_watch(endpoint, timeout, &line(&words)) {
+            Ok(c) => {
+                opened = Some((endpoint.clone(), c));
+                break;
+            }
+            Err(e) => {
+                last = (
+                    ExitCode::Unreachable as i32,
+                    format!("journal {endpoint}: {e}"),
+                )
+            }
+        }
+    }
+    let Some((endpoint, mut c)) = opened else {
+        return Err(last);
     };
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(endpoint.as_str())
-        .map_err(unreachable)?
-        .next()
-        .ok_or_else(|| unreachable(std::io::Error::other("no address")))?;
-    let stream = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(unreachable)?;
-    // The stream must not go silent for three of the journal's 5 s
-    // heartbeats (the first comes 5 s after the start), or the journal
-    // (or the path to it) is taken for dead; --timeout may shorten that.
-    stream
-        .set_read_timeout(Some(timeout.min(Duration::from_secs(15))))
-        .map_err(unreachable)?;
-    let mut c = crate::proto::client::Client::new(stream);
-    c.send(&line(&words), None).map_err(unreachable)?;
     let out = std::io::stdout();
     let mut heard = false;
     loop {
