@@ -159,7 +159,7 @@ fn journal_client_limits_are_explicit_errors() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{err}");
-    assert!(err.contains("no answer within 2.0 s"), "{err}");
+    assert!(err.contains("no answer to hello within 2.0 s"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(6));
     drop(hung);
     // A line over the limit: the connection lost framing and is closed.
