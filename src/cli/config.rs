@@ -557,29 +557,19 @@ fn open_watch(
     timeout: Duration,
     request: &str,
 ) -> std::io::Result<crate::proto::client::Client<std::net::TcpStream>> {
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(endpoint)?
-        .next()
-        .ok_or_else(|| std::io::Error::other("no address"))?;
-    let stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
-    let hello_wait = timeout.min(Duration::from_secs(2));
-    stream.set_read_timeout(Some(hello_wait))?;
-    let mut c = crate::proto::client::Client::new(stream);
-    match c.call("hello", None) {
-        Ok(r) if r.is_ok() => {}
-        Ok(_) => return Err(std::io::Error::other("refused hello")),
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            return Err(std::io::Error::other(format!(
-                "no answer to hello within {:.1} s",
-                hello_wait.as_secs_f64()
-            )))
-        }
-        Err(e) => return Err(e),
-    }
+    let hello_wait = timeout.min(crate::journal::client::HELLO_WAIT);
+    let mut c =
+        crate::journal::client::connect_answering(endpoint, timeout).map_err(|e| {
+            match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                    std::io::Error::other(format!(
+                        "no answer to hello within {:.1} s",
+                        hello_wait.as_secs_f64()
+                    ))
+                }
+                _ => e,
+            }
+        })?;
     // The stream must not go silent for three of the journal's 5 s
     // heartbeats (the first comes 5 s after the start), or the journal
     // (or the path to it) is taken for dead; --timeout may shorten that.

@@ -56,7 +56,21 @@ pub struct JournalClient {
 /// A new connection must answer `hello` within this before a request is
 /// sent on it: a stopped (or hung) node accepts TCP connections but never
 /// answers, and a write sent there would be left indeterminate.
-const HELLO_WAIT: Duration = Duration::from_secs(2);
+pub const HELLO_WAIT: Duration = Duration::from_secs(2);
+
+/// Connects to `addr` and checks that the node answers `hello` within
+/// `timeout` (at most [`HELLO_WAIT`]). A timeout is the socket's own
+/// error (WouldBlock or TimedOut): the caller says what it waited for.
+pub fn connect_answering(addr: &str, timeout: Duration) -> io::Result<Client<TcpStream>> {
+    let mut c = connect(addr, timeout)?;
+    c.get_mut()
+        .set_read_timeout(Some(timeout.min(HELLO_WAIT)))?;
+    match c.call("hello", None) {
+        Ok(r) if r.is_ok() => Ok(c),
+        Ok(_) => Err(io::Error::other("refused hello")),
+        Err(e) => Err(e),
+    }
+}
 
 /// Where an `err` line sends us, if it is a redirect.
 fn redirect_target(message: &str) -> Option<String> {
@@ -143,16 +157,8 @@ impl JournalClient {
     /// Connects to `addr` and checks that the node answers.
     fn open(&self, addr: &str) -> io::Result<Client<TcpStream>> {
         let left = Self::left(self.deadline());
-        let mut c = connect(addr, left)?;
-        c.get_mut().set_read_timeout(Some(left.min(HELLO_WAIT)))?;
-        match c.call("hello", None) {
-            Ok(r) if r.is_ok() => Ok(c),
-            Ok(_) => Err(io::Error::other("refused hello")),
-            Err(e) => Err(io::Error::new(
-                e.kind(),
-                describe(&e, left.min(HELLO_WAIT)) + " to hello",
-            )),
-        }
+        connect_answering(addr, left)
+            .map_err(|e| io::Error::new(e.kind(), describe(&e, left.min(HELLO_WAIT)) + " to hello"))
     }
 
     /// The endpoint of the current connection, if any.
