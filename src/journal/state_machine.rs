@@ -391,7 +391,7 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(
             "CREATE TABLE journal_entries (seq INTEGER PRIMARY KEY, \
-             raft_index INTEGER NOT NULL UNIQUE, data BLOB NOT NULL);",
+             raft_index INTEGER NOT NULL, data BLOB NOT NULL);",
         )
         .unwrap();
         for i in 0..n {

@@ -9,10 +9,11 @@ use super::StorageError;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../sql/001_initial.sql")),
     (2, include_str!("../../../sql/002_config.sql")),
+    (3, include_str!("../../../sql/003_fewer_pages.sql")),
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 pub fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
     let current: i64 = conn

@@ -281,7 +281,7 @@ impl Storage {
         let a: Option<i64> = self
             .conn
             .query_row(
-                "SELECT applied_index FROM raft_applied WHERE id = 1",
+                "SELECT applied_index FROM raft_hard_state WHERE id = 1",
                 [],
                 |r| r.get(0),
             )
@@ -594,7 +594,8 @@ fn write_hard_state(tx: &Transaction<'_>, hs: &HardState) -> Result<(), StorageE
 
 fn write_applied(tx: &Transaction<'_>, index: u64) -> Result<(), StorageError> {
     tx.prepare_cached(
-        "INSERT INTO raft_applied (id, applied_index) VALUES (1, ?1) \
+        "INSERT INTO raft_hard_state (id, term, vote, commit_index, applied_index) \
+         VALUES (1, 0, NULL, 0, ?1) \
          ON CONFLICT(id) DO UPDATE SET applied_index = excluded.applied_index",
     )
     .and_then(|mut st| st.execute(params![index as i64]))

@@ -132,6 +132,82 @@ fn migrations_are_idempotent_and_newer_schemas_refused() {
     assert!(e.message.contains("newer than this binary"), "{e}");
 }
 
+/// A database at schema 2 (written by the previous release).
+fn schema_v2(dir: &std::path::Path, hard_state: bool) {
+    std::fs::create_dir_all(dir).unwrap();
+    let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+    conn.execute_batch("PRAGMA page_size=8192; PRAGMA journal_mode=WAL;")
+        .unwrap();
+    conn.execute_batch(include_str!("../../../sql/001_initial.sql"))
+        .unwrap();
+    conn.execute_batch(include_str!("../../../sql/002_config.sql"))
+        .unwrap();
+    conn.pragma_update(None, "user_version", 2).unwrap();
+    if hard_state {
+        conn.execute(
+            "INSERT INTO raft_hard_state (id, term, vote, commit_index) VALUES (1, 4, 2, 7)",
+            [],
+        )
+        .unwrap();
+    }
+    conn.execute(
+        "INSERT INTO raft_applied (id, applied_index) VALUES (1, 7)",
+        [],
+    )
+    .unwrap();
+    for seq in 0..3i64 {
+        conn.execute(
+            "INSERT INTO journal_entries (seq, raft_index, data) VALUES (?1, ?2, ?3)",
+            rusqlite::params![seq, seq + 5, format!("payload {seq}").into_bytes()],
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn migration_3_keeps_the_applied_index_and_the_entries() {
+    for hard_state in [true, false] {
+        let dir = TempDir::new("migrate3");
+        schema_v2(&dir.0, hard_state);
+        let st = open(&dir.0);
+        assert_eq!(
+            st.applied_index().unwrap(),
+            7,
+            "hard state row: {hard_state}"
+        );
+        let hs = st.hard_state().unwrap();
+        if hard_state {
+            assert_eq!((hs.term, hs.vote, hs.commit), (4, Some(2), 7));
+        } else {
+            assert_eq!((hs.term, hs.vote), (0, None));
+        }
+        drop(st);
+        let conn = Connection::open(dir.0.join(DB_FILE)).unwrap();
+        let rows: Vec<(i64, i64, Vec<u8>)> = conn
+            .prepare("SELECT seq, raft_index, data FROM journal_entries ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[2], (2, 7, b"payload 2".to_vec()));
+        let tables: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('raft_applied', 'journal_entries_v3') \
+                 OR tbl_name = 'journal_entries' AND type = 'index'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0, "the old table, the copy and the index are gone");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 3);
+    }
+}
+
 #[test]
 fn truncation_and_compaction_survive_a_restart() {
     let dir = TempDir::new("compact");
