@@ -666,6 +666,40 @@ fn watchdog_is_petted_by_the_loop_and_disarmed_at_shutdown() {
 }
 
 #[test]
+fn a_service_runs_as_its_user() {
+    if skip("a_service_runs_as_its_user") {
+        return;
+    }
+    let node = Node::start(
+        "asuser",
+        &services(&[("u", "user = \"nobody\""), ("r", "")]),
+        "",
+        false,
+    );
+    node.wait_state("u", "running", 5 * S);
+    node.wait_state("r", "running", 5 * S);
+    let ids = |s: &str| -> (String, String, String) {
+        let pid = node.scope_pids(s).first().copied().expect("a process");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+                .unwrap_or_default()
+        };
+        (field("Uid:"), field("Gid:"), field("Groups:"))
+    };
+    // Wait for the exec (the ids change just before it).
+    let t = std::time::Instant::now();
+    while ids("u").0 != "65534" && t.elapsed() < 5 * S {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(ids("u"), ("65534".into(), "65534".into(), "".into()));
+    assert_eq!(ids("r").0, "0");
+}
+
+#[test]
 fn services_get_their_own_oom_score_adj() {
     if skip("services_get_their_own_oom_score_adj") {
         return;

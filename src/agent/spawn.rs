@@ -232,6 +232,11 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// Fork-like clone3, into the cgroup `scope` when given. Returns 0 in the
 /// child and the child's pid in the parent.
+///
+/// Not `CLONE_VM | CLONE_VFORK` (posix_spawn's way, which spares the
+/// copy of the page tables): the agent's loop would then wait for the
+/// child's chdir and exec, and a working directory or binary on a hung
+/// network filesystem would stop the loop, and with it the watchdog.
 fn clone_into(scope: Option<&OwnedFd>) -> io::Result<i32> {
     let mut args = CloneArgs {
         exit_signal: libc::SIGCHLD as u64,
@@ -243,7 +248,7 @@ fn clone_into(scope: Option<&OwnedFd>) -> io::Result<i32> {
     }
     // clone3 without CLONE_VM behaves like fork: the child gets a copy of
     // the address space and continues here with a return of 0.
-    // SAFETY: the agent is single-threaded; the child only runs `child`.
+    // SAFETY: the child only runs `child` (system calls, then exec).
     let rc = unsafe {
         libc::syscall(
             libc::SYS_clone3,
@@ -321,9 +326,15 @@ fn child(p: &ChildPlan) -> ! {
             }
         }
         if let Some((uid, gid)) = p.user {
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(gid) != 0
-                || libc::setuid(uid) != 0
+            // The system calls themselves, not glibc's wrappers: clone3
+            // is not glibc's fork, so the child's copy of glibc still
+            // lists the agent's other threads, and the wrappers would
+            // take glibc's locks (perhaps held by one of those threads at
+            // the clone, for ever) and signal those threads to change
+            // their ids too.
+            if libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) != 0
+                || libc::syscall(libc::SYS_setgid, gid as libc::c_long) != 0
+                || libc::syscall(libc::SYS_setuid, uid as libc::c_long) != 0
             {
                 fail(p.error_pipe, STEP_USER);
             }
