@@ -182,21 +182,24 @@ fn data_dir(args: &Args) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
+/// For `recover`, which holds the directory lock: opened as the daemon
+/// opens it (migrated to this binary's schema).
 fn open_stopped(args: &Args) -> Result<Storage, String> {
     let dir = data_dir(args)?;
-    // Inspecting a running node is harmless (SQLite isolates readers);
-    // `recover` takes the directory lock first.
     Storage::open(&dir, &StorageOptions::default()).map_err(|e| e.to_string())
 }
 
 fn inspect(args: &Args) -> i32 {
-    let storage = match open_stopped(args) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("pact-journal inspect: {e}");
-            return EXIT_USAGE;
-        }
-    };
+    // Read-only, without migrations: inspecting a node of an older
+    // release, even a running one, must not upgrade its database under it.
+    let storage =
+        match data_dir(args).and_then(|d| Storage::open_read_only(&d).map_err(|e| e.to_string())) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("pact-journal inspect: {e}");
+                return EXIT_USAGE;
+            }
+        };
     let ins = match storage.inspect() {
         Ok(i) => i,
         Err(e) => {

@@ -15,7 +15,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = 3;
 
-pub fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
+/// The database's schema version, if this binary can read it (it is not
+/// newer than [`SCHEMA_VERSION`]).
+pub fn check_readable(conn: &Connection) -> Result<i64, StorageError> {
     let current: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| StorageError::new(format!("read the schema version: {e}")))?;
@@ -25,6 +27,11 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
              run a newer pact-journal"
         )));
     }
+    Ok(current)
+}
+
+pub fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
+    let current = check_readable(conn)?;
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
         let tx = conn
             .transaction()

@@ -149,6 +149,9 @@ pub struct Storage {
     durable_term_vote: (u64, Option<NodeId>),
     /// The connection's current `synchronous` setting is FULL.
     sync_full: bool,
+    /// The schema version of the database: [`migrations::SCHEMA_VERSION`],
+    /// except for one opened by [`Storage::open_read_only`].
+    schema: i64,
 }
 
 impl Storage {
@@ -187,11 +190,35 @@ impl Storage {
             path,
             durable_term_vote: (0, None),
             sync_full: true,
+            schema: migrations::SCHEMA_VERSION,
         };
         migrations::migrate(&mut storage.conn)?;
         let hs = storage.hard_state()?;
         storage.durable_term_vote = (hs.term, hs.vote);
         Ok(storage)
+    }
+
+    /// Opens an existing database for reading only ([`Storage::inspect`]):
+    /// no pragma is set and no migration runs, so inspecting a node (even
+    /// a running one, even one of an older release) changes nothing in it.
+    /// Its schema may be older than this binary's; a newer one is refused.
+    pub fn open_read_only(dir: &Path) -> Result<Storage, StorageError> {
+        let path = dir.join(DB_FILE);
+        let conn = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StorageError::new(format!("cannot open {}: {e}", path.display())))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(ctx("set a busy timeout"))?;
+        let schema = migrations::check_readable(&conn)?;
+        Ok(Storage {
+            conn,
+            path,
+            durable_term_vote: (0, None),
+            sync_full: true,
+            schema,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -278,13 +305,15 @@ impl Storage {
     }
 
     pub fn applied_index(&self) -> Result<u64, StorageError> {
+        // Schemas 1 and 2 kept it in a table of its own.
+        let sql = if self.schema < 3 {
+            "SELECT applied_index FROM raft_applied WHERE id = 1"
+        } else {
+            "SELECT applied_index FROM raft_hard_state WHERE id = 1"
+        };
         let a: Option<i64> = self
             .conn
-            .query_row(
-                "SELECT applied_index FROM raft_hard_state WHERE id = 1",
-                [],
-                |r| r.get(0),
-            )
+            .query_row(sql, [], |r| r.get(0))
             .optional()
             .map_err(ctx("read the applied index"))?;
         Ok(a.map_or(0, |a| a as u64))

@@ -209,6 +209,39 @@ fn migration_3_keeps_the_applied_index_and_the_entries() {
 }
 
 #[test]
+fn reading_an_older_database_leaves_it_as_it_was() {
+    let dir = TempDir::new("readonly");
+    schema_v2(&dir.0, true);
+    let st = Storage::open_read_only(&dir.0).unwrap();
+    let ins = st.inspect().unwrap();
+    assert_eq!(ins.applied, 7);
+    assert_eq!(ins.hard_state.term, 4);
+    assert_eq!(ins.journal_entries, 3);
+    drop(st);
+    let conn = Connection::open(dir.0.join(DB_FILE)).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2, "not migrated");
+    let applied: i64 = conn
+        .query_row("SELECT applied_index FROM raft_applied", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(applied, 7);
+    drop(conn);
+    // Once migrated (the daemon opened it), read the same through schema 3.
+    drop(open(&dir.0));
+    let st = Storage::open_read_only(&dir.0).unwrap();
+    assert_eq!(st.inspect().unwrap().applied, 7);
+    drop(st);
+    // A newer schema is refused, and left alone.
+    let conn = Connection::open(dir.0.join(DB_FILE)).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let e = Storage::open_read_only(&dir.0).err().unwrap();
+    assert!(e.message.contains("newer than this binary"), "{e}");
+}
+
+#[test]
 fn truncation_and_compaction_survive_a_restart() {
     let dir = TempDir::new("compact");
     let mut sm = AppendLog::new();
