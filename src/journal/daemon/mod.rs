@@ -456,10 +456,15 @@ impl Daemon {
         // the leader counts itself for a quorum only once `advance` says
         // its entries are durable. Everything else (votes, responses) waits
         // for the fsync. Only messages of a term already durable here.
+        // An append that carries no entries (a new commit index, a probe)
+        // or a heartbeat is sent with the rest, after the clients whose
+        // entries this batch applies are answered: it has no fsync to
+        // overlap, and the followers it wakes would compete for the CPU
+        // with the answers.
         let durable_term = self.durable_term;
         let (early, late): (Vec<_>, Vec<_>) = std::mem::take(&mut ready.messages)
             .into_iter()
-            .partition(|(_, m)| m.term <= durable_term && leads(&m.body));
+            .partition(|(_, m)| m.term <= durable_term && carries_entries(&m.body));
         if !early.is_empty() {
             for (to, msg) in &early {
                 self.peers.send(*to, msg);
@@ -709,11 +714,13 @@ pub(crate) fn raft_config(s: &Settings) -> RaftConfig {
     c
 }
 
-/// Messages only a leader sends, about entries it already has.
-fn leads(body: &crate::journal::raft::MessageBody) -> bool {
+/// Messages only a leader sends, carrying entries (or a snapshot) it
+/// already has: the ones worth sending before its own fsync.
+fn carries_entries(body: &crate::journal::raft::MessageBody) -> bool {
     use crate::journal::raft::MessageBody;
-    matches!(
-        body,
-        MessageBody::Append(_) | MessageBody::Heartbeat(_) | MessageBody::InstallSnapshot(_)
-    )
+    match body {
+        MessageBody::Append(a) => !a.entries.is_empty(),
+        MessageBody::InstallSnapshot(_) => true,
+        _ => false,
+    }
 }
