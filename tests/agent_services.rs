@@ -262,31 +262,6 @@ fn a_service_that_exits_right_after_its_exec_fails_the_boot() {
 }
 
 #[test]
-fn a_service_seen_waiting_counts_for_boot_readiness_before_the_settle_time() {
-    if skip("a_service_seen_waiting_counts_for_boot_readiness_before_the_settle_time") {
-        return;
-    }
-    // boot_settle_ms is an upper bound: a service ready by its exec that
-    // is then seen blocked waiting got past its start-up.
-    let node = Node::start(
-        "settlewait",
-        &services(&[("steady", ""), ("other", "")]),
-        "boot_settle_ms = 60000",
-        false,
-    );
-    let t = std::time::Instant::now();
-    while !node.ready_file().exists() && t.elapsed() < 20 * S {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    assert!(node.ready_file().exists(), "{}", node.log());
-    assert!(
-        node.log().contains("node ready: 2 service(s)"),
-        "{}",
-        node.log()
-    );
-}
-
-#[test]
 fn a_stop_waiter_is_answered_though_another_client_started_it_again() {
     if skip("a_stop_waiter_is_answered_though_another_client_started_it_again") {
         return;

@@ -37,9 +37,6 @@ use super::spawn::{spawn_service, Placement};
 use super::supervisor::{Action, Supervisor};
 use super::watchdog::Watchdog;
 use super::{pid1, readiness};
-
-/// How often services that settle before boot readiness are looked at.
-const SETTLE_POLL: Duration = Duration::from_millis(5);
 use crate::config::agent::AgentConfig;
 use crate::config::services::{ReadyMode, ServiceSet};
 
@@ -143,9 +140,6 @@ pub struct Agent {
     pub(super) journal_cache: Option<super::journal_sync::JournalView>,
     /// PullOverlay gives up waiting for the journal at this time.
     pub(super) pull_deadline: Option<Instant>,
-    /// When the settling services were last looked at (see
-    /// [`Supervisor::settling`]).
-    pub(super) settle_polled: Instant,
     /// The declaration file reloads re-read.
     pub(super) services_file: Option<PathBuf>,
     /// The declarations file being read ahead for PullOverlay.
@@ -247,7 +241,6 @@ impl Agent {
             journal_view: Default::default(),
             journal_cache: None,
             pull_deadline: None,
-            settle_polled: started,
             services_file,
             prefetched: None,
             cgroups: None,
@@ -375,7 +368,6 @@ impl Agent {
                 .and_then(|w| w.schedule.next_deadline()),
             self.journal.as_ref().and_then(|j| j.next_deadline()),
             self.pull_deadline,
-            self.settle_poll_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -1060,29 +1052,6 @@ impl Agent {
         }
     }
 
-    /// While services settle before boot readiness: the next look at them.
-    fn settle_poll_deadline(&self) -> Option<Instant> {
-        let now = Instant::now();
-        (!self.sup.settling(now).is_empty()).then_some(self.settle_polled + SETTLE_POLL)
-    }
-
-    /// A settling service found blocked waiting counts for boot readiness
-    /// (on a real node, most are within a few ms of their exec: the boot
-    /// need not sit out the whole `boot_settle_ms`).
-    fn look_at_settling(&mut self, now: Instant) {
-        let settling = self.sup.settling(now);
-        if settling.is_empty() {
-            return;
-        }
-        self.settle_polled = now;
-        for (service, pid) in settling {
-            if super::spawn::blocked_waiting(pid) {
-                let actions = self.sup.on_waiting(now, &service, pid);
-                self.perform(now, actions);
-            }
-        }
-    }
-
     fn on_timers(&mut self, now: Instant) {
         self.pet_watchdog(now);
         if let Some(link) = &mut self.journal {
@@ -1094,9 +1063,6 @@ impl Agent {
         if self.sup.next_deadline().is_some_and(|d| d <= now) {
             let actions = self.sup.on_timer(now);
             self.perform(now, actions);
-        }
-        if self.settle_polled + SETTLE_POLL <= now {
-            self.look_at_settling(now);
         }
         let late: Vec<Token> = self
             .probes

@@ -415,59 +415,8 @@ pub fn exec_error(pipe: &OwnedFd) -> Option<io::Error> {
     }
 }
 
-/// Whether process `pid` is asleep in an interruptible wait (`S` in
-/// `/proc/PID/stat`): waiting for input, a timer or a child, which a
-/// program that fails during its start-up never is. A page fault or a
-/// disk read during start-up shows as `R` or `D`.
-pub fn blocked_waiting(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    proc_state(&stat) == Some(b'S')
-}
-
-/// The state letter of a `/proc/PID/stat` line: the first field after the
-/// command name, which is in parentheses and may itself hold ") ".
-fn proc_state(stat: &[u8]) -> Option<u8> {
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    stat.get(close + 1..)?
-        .iter()
-        .copied()
-        .find(|b| !b.is_ascii_whitespace())
-}
-
 pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     let flags = rustix::fs::fcntl_getfl(fd)?;
     rustix::fs::fcntl_setfl(fd, flags | rustix::fs::OFlags::NONBLOCK)?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn proc_state_reads_the_letter_after_the_command_name() {
-        assert_eq!(proc_state(b"42 (sleep) S 1 42 42 0 -1"), Some(b'S'));
-        assert_eq!(proc_state(b"42 (a) R (b) ) D 1 2"), Some(b'D'));
-        assert_eq!(proc_state(b"42 (x)"), None);
-        assert_eq!(proc_state(b"garbage"), None);
-    }
-
-    #[test]
-    fn a_sleeping_child_is_seen_waiting() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("10")
-            .spawn()
-            .unwrap();
-        let t = std::time::Instant::now();
-        while !blocked_waiting(child.id()) && t.elapsed().as_secs() < 5 {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        assert!(blocked_waiting(child.id()));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        // Reaped: no such process.
-        assert!(!blocked_waiting(child.id()));
-    }
 }

@@ -110,9 +110,8 @@ pub struct SupervisorConfig {
     /// as a zombie and the service restarts in a fresh scope.
     pub scope_kill_timeout_seconds: u64,
     /// For the node's readiness at boot, a service without a readiness
-    /// protocol must have been running this long, or be seen blocked
-    /// waiting (one that dies right after its exec fails the boot instead
-    /// of being counted ready).
+    /// protocol must have been running this long (one that dies right
+    /// after its exec fails the boot instead of being counted ready).
     pub boot_settle_ms: u64,
 }
 

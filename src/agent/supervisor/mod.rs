@@ -169,48 +169,14 @@ impl Supervisor {
     }
 
     /// When a running service counts for boot readiness: a service ready
-    /// by its exec alone once it has run `boot_settle` or has been seen
-    /// blocked waiting (a program that exits at once must fail the boot,
-    /// not slip through as ready; one that waits for work got past its
-    /// start-up); one ready by notify, fd or a probe at once. None when
-    /// it already counts.
+    /// by its exec alone once it has run `boot_settle` (a program that
+    /// exits at once must fail the boot, not slip through as ready);
+    /// one ready by notify, fd or a probe at once. None when it already
+    /// counts.
     fn settled_at(&self, r: &Record) -> Option<Instant> {
         let by_exec = r.spec.ready == ReadyMode::Spawned && !r.probes();
         let at = r.since + self.tun.boot_settle;
-        (by_exec && !r.seen_waiting && !self.tun.boot_settle.is_zero()).then_some(at)
-    }
-
-    /// Before boot readiness: the running services that do not count for
-    /// it yet because they are settling, with their pids. The loop looks
-    /// at each one's scheduler state and calls [`Supervisor::on_waiting`]
-    /// for one it finds blocked waiting.
-    pub fn settling(&self, now: Instant) -> Vec<(String, u32)> {
-        if self.boot_ready || self.shutting_down {
-            return Vec::new();
-        }
-        self.records
-            .iter()
-            .filter(|r| r.want && r.state == State::Running)
-            .filter(|r| self.settled_at(r).is_some_and(|t| t > now))
-            .filter_map(|r| Some((r.spec.name.clone(), r.pid?)))
-            .collect()
-    }
-
-    /// The loop saw the running service's main process (`pid`) blocked
-    /// waiting: it counts for boot readiness from now on.
-    pub fn on_waiting(&mut self, now: Instant, service: &str, pid: u32) -> Vec<Action> {
-        let mut out = Vec::new();
-        let Some(i) = self.idx(service) else {
-            return out;
-        };
-        let r = &mut self.records[i];
-        if r.state != State::Running || r.pid != Some(pid) || r.seen_waiting {
-            return out;
-        }
-        r.seen_waiting = true;
-        log::debug!(target: "agent::supervisor", "{service}: waiting (pid {pid}): settled");
-        self.reconcile(now, &mut out);
-        out
+        (by_exec && !self.tun.boot_settle.is_zero()).then_some(at)
     }
 
     fn idx(&self, name: &str) -> Option<usize> {

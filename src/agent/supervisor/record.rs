@@ -128,11 +128,6 @@ pub struct Record {
     /// Spawned, but its exec not yet confirmed (the close-on-exec pipe
     /// has not reached EOF): a `spawned` service is not ready until then.
     pub exec_pending: bool,
-    /// Seen blocked waiting (`S` in /proc) while running: a service ready
-    /// by its exec alone is past its start-up then, and counts for boot
-    /// readiness before `boot_settle` is over. Cleared on every change of
-    /// state.
-    pub seen_waiting: bool,
 }
 
 impl Record {
@@ -168,7 +163,6 @@ impl Record {
             status_text: None,
             reason: None,
             exec_pending: false,
-            seen_waiting: false,
         }
     }
 
@@ -181,7 +175,6 @@ impl Record {
             log::debug!(target: "agent::supervisor", "{}: {} -> {}", self.spec.name, self.state.as_str(), state.as_str());
             self.state = state;
             self.since = now;
-            self.seen_waiting = false;
         }
     }
 

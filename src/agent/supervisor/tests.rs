@@ -181,10 +181,6 @@ impl Sim {
         self.sup.get(s).unwrap().state
     }
 
-    fn pid(&self, s: &str) -> u32 {
-        self.sup.get(s).and_then(|r| r.pid).expect("running")
-    }
-
     fn spawns(&self) -> Vec<String> {
         self.log
             .iter()
@@ -816,67 +812,6 @@ fn boot_readiness_waits_for_exec_ready_services_to_settle() {
         .map(|(t, _)| *t)
         .collect();
     assert_eq!(ready, [secs(0.2)]);
-}
-
-#[test]
-fn a_settling_service_seen_waiting_counts_at_once() {
-    let tun = Tunables {
-        boot_settle: secs(0.2),
-        ..Tunables::default()
-    };
-    let mut notified = spec("notified", 1, &[]);
-    notified.ready = ReadyMode::Notify;
-    let mut sim = Sim::with(vec![spec("a", 0, &[]), notified], tun);
-    sim.start();
-    // Only the exec-ready one settles (the notify one is not running yet).
-    let pid = sim.pid("a");
-    assert_eq!(sim.sup.settling(sim.now), vec![("a".to_string(), pid)]);
-    // A look at a pid that is not the service's is ignored.
-    let a = sim.sup.on_waiting(sim.now, "a", pid + 1000);
-    assert!(a.is_empty());
-    sim.advance(secs(0.05));
-    let a = sim.sup.on_waiting(sim.now, "a", pid);
-    sim.apply(a);
-    assert!(sim.sup.settling(sim.now).is_empty());
-    assert!(
-        !sim.has(&Action::BootReady),
-        "the notify service is not ready"
-    );
-    let a = sim.sup.on_ready(sim.now, "notified");
-    sim.apply(a);
-    let ready: Vec<Duration> = sim
-        .log
-        .iter()
-        .filter(|(_, a)| *a == Action::BootReady)
-        .map(|(t, _)| *t)
-        .collect();
-    assert_eq!(ready, [secs(0.05)], "well before the 0.2 s settle");
-    // Once ready, nothing settles any more.
-    assert!(sim.sup.settling(sim.now).is_empty());
-}
-
-#[test]
-fn a_restarted_service_settles_again() {
-    let tun = Tunables {
-        boot_settle: secs(0.2),
-        ..Tunables::default()
-    };
-    let mut sim = Sim::with(vec![spec("a", 0, &[]), spec("b", 1, &[])], tun);
-    sim.start();
-    let pid = sim.pid("a");
-    let a = sim.sup.on_waiting(sim.now, "a", pid);
-    sim.apply(a);
-    // It dies before the boot is ready and is started again: the new
-    // run must settle anew.
-    sim.advance(secs(0.05));
-    sim.die("a", Exit::Code(1));
-    while sim.state("a") != State::Running {
-        sim.advance(secs(0.01));
-    }
-    assert!(!sim.has(&Action::BootReady));
-    let new_pid = sim.pid("a");
-    assert_ne!(new_pid, pid);
-    assert_eq!(sim.sup.settling(sim.now), vec![("a".to_string(), new_pid)]);
 }
 
 #[test]
