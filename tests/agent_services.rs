@@ -262,6 +262,52 @@ fn a_service_that_exits_right_after_its_exec_fails_the_boot() {
 }
 
 #[test]
+fn a_wrapper_that_waits_for_a_child_then_fails_fails_the_boot() {
+    if skip("a_wrapper_that_waits_for_a_child_then_fails_fails_the_boot") {
+        return;
+    }
+    // The shell sleeps in wait(2) for its child, then fails: asleep is
+    // not started, and the node must not be counted ready meanwhile.
+    let svc = format!(
+        "{}[vcluster.test.services.wrapped]\nbinary = \"/bin/sh\"\n\
+         args = [\"-c\", \"/bin/sh -c 'exit 0'; /bin/sh -c 'exit 0'; exit 1\"]\n\
+         restart = \"never\"\n",
+        services(&[("steady", "")])
+    );
+    let node = Node::start("wrapfail", &svc, "", false);
+    node.wait_state("wrapped", "failed", 5 * S);
+    node.wait_state("steady", "running", 5 * S);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(!node.ready_file().exists(), "{}", node.log());
+    assert!(!node.log().contains("node ready"), "{}", node.log());
+}
+
+#[test]
+fn the_ready_line_counts_the_running_services() {
+    if skip("the_ready_line_counts_the_running_services") {
+        return;
+    }
+    // A one-shot that exits cleanly and is not restarted does not hold
+    // the boot, and is not counted as running.
+    let node = Node::start(
+        "readycount",
+        &services(&[
+            ("once", "args = [\"--exit\", \"0\"]\nrestart = \"never\""),
+            ("steady", ""),
+        ]),
+        "",
+        false,
+    );
+    node.wait_for(10 * S, "node ready", || node.log().contains("node ready"));
+    assert!(
+        node.log()
+            .contains("node ready: 1 service(s) running of 2 declared,"),
+        "{}",
+        node.log()
+    );
+}
+
+#[test]
 fn a_stop_waiter_is_answered_though_another_client_started_it_again() {
     if skip("a_stop_waiter_is_answered_though_another_client_started_it_again") {
         return;

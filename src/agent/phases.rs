@@ -390,10 +390,23 @@ impl Agent {
             .iter()
             .map(|(p, at)| format!("{} {:.0}", p.as_str(), at.as_secs_f64() * 1000.0))
             .collect();
+        // Declared services an operator stopped, or that exited cleanly
+        // and are not restarted, are not running and do not hold the boot.
+        let declared = self.sup.records().len();
+        let running = self
+            .sup
+            .records()
+            .iter()
+            .filter(|r| r.state == super::supervisor::State::Running)
+            .count();
         log::info!(
             target: "agent::boot",
-            "node ready: {} service(s) running, {ms:.1} ms after agent start, {:.1} ms after kernel start (phases done at ms: {})",
-            self.sup.records().len(),
+            "node ready: {running} service(s) running{}, {ms:.1} ms after agent start, {:.1} ms after kernel start (phases done at ms: {})",
+            if running == declared {
+                String::new()
+            } else {
+                format!(" of {declared} declared")
+            },
             self.kernel_ms_at_start + ms,
             phases.join(", ")
         );
