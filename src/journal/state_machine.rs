@@ -215,25 +215,13 @@ pub fn stored_next_seq(conn: &Connection) -> Result<u64, StorageError> {
     Ok(max.map_or(0, |m| m as u64 + 1))
 }
 
-/// Stores one entry of the journal. Entries arrive in Raft index order;
-/// one at or below the last stored entry's index would be applied twice
-/// and is refused (the check reads the table's last row, whose page the
-/// insert touches anyway: no index on raft_index, no page written for it).
+/// Stores one entry of the journal.
 pub fn insert_entry(
     tx: &Transaction<'_>,
     seq: u64,
     index: u64,
     data: &[u8],
 ) -> Result<(), StorageError> {
-    let last: Option<i64> = tx
-        .prepare_cached("SELECT raft_index FROM journal_entries ORDER BY seq DESC LIMIT 1")
-        .and_then(|mut st| st.query_row([], |r| r.get(0)).optional())
-        .map_err(sql_err("read the last journal entry"))?;
-    if let Some(last) = last.filter(|l| *l as u64 >= index) {
-        return Err(StorageError::new(format!(
-            "refusing to apply raft index {index} again: the journal's last entry is at raft index {last}"
-        )));
-    }
     tx.prepare_cached("INSERT INTO journal_entries (seq, raft_index, data) VALUES (?1, ?2, ?3)")
         .and_then(|mut st| st.execute(params![seq as i64, index as i64, data]))
         .map(|_| ())
@@ -415,17 +403,6 @@ mod tests {
             .unwrap();
         }
         conn
-    }
-
-    #[test]
-    fn an_entry_applied_twice_is_refused() {
-        let mut conn = journal_with(2);
-        let tx = conn.transaction().unwrap();
-        // journal_with(2) stored raft indices 3 and 5.
-        let e = insert_entry(&tx, 2, 5, b"again").unwrap_err();
-        assert!(e.message.contains("raft index 5 again"), "{e}");
-        assert!(insert_entry(&tx, 2, 4, b"older").is_err());
-        insert_entry(&tx, 2, 6, b"next").unwrap();
     }
 
     #[test]

@@ -710,6 +710,22 @@ fn write_batch(
     if let Some(hs) = &ready.hard_state {
         write_hard_state(tx, hs)?;
     }
+    // Committed entries come in log order after the applied index; one at
+    // or below it would be applied twice (a second journal entry for one
+    // raft index): refused, once per batch.
+    if let Some(first) = ready.committed.first() {
+        let done: i64 = tx
+            .prepare_cached("SELECT applied_index FROM raft_hard_state WHERE id = 1")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)).optional())
+            .map_err(ctx("read the applied index"))?
+            .unwrap_or(0);
+        if first.index <= done as u64 {
+            return Err(StorageError::new(format!(
+                "refusing to apply raft index {} again: applied up to {done}",
+                first.index
+            )));
+        }
+    }
     let mut applied = Vec::with_capacity(ready.committed.len());
     for e in &ready.committed {
         let outcome = match e.kind {

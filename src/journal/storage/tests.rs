@@ -242,6 +242,31 @@ fn reading_an_older_database_leaves_it_as_it_was() {
 }
 
 #[test]
+fn an_entry_applied_twice_is_refused() {
+    let dir = TempDir::new("twice");
+    let mut sm = AppendLog::new();
+    let mut st = open(&dir.0);
+    let entries = vec![
+        membership_entry(1, 1, &[1]),
+        normal(2, 1, b"a"),
+        normal(3, 1, b"b"),
+    ];
+    st.persist(&batch(entries.clone(), 1, entries.clone()), &mut sm)
+        .unwrap();
+    let e = st
+        .persist(&batch(vec![], 1, vec![entries[2].clone()]), &mut sm)
+        .unwrap_err();
+    assert!(e.message.contains("raft index 3 again"), "{e}");
+    assert!(st
+        .persist(&batch(vec![], 1, vec![entries[1].clone()]), &mut sm)
+        .is_err());
+    let next = normal(4, 1, b"c");
+    st.persist(&batch(vec![next.clone()], 1, vec![next]), &mut sm)
+        .unwrap();
+    assert_eq!(sm.next_seq(), 3);
+}
+
+#[test]
 fn truncation_and_compaction_survive_a_restart() {
     let dir = TempDir::new("compact");
     let mut sm = AppendLog::new();
