@@ -275,7 +275,7 @@ impl Daemon {
     pub(super) fn publish(&mut self) {
         let (changes, applied) = self.sm.take_changes();
         let refresh = std::mem::take(&mut self.sm.refresh_all);
-        if changes.is_empty() && applied.is_empty() && !refresh {
+        if changes.is_empty() && !applied && !refresh {
             return;
         }
         self.forget_closed_streams();
@@ -343,7 +343,7 @@ impl Daemon {
             self.send_state(t, &mut sub, moved || overlay_written, moved);
             self.streams.subs.insert(t, sub);
         }
-        if (!applied.is_empty() || refresh) && !self.streams.watches.is_empty() {
+        if (applied || refresh) && !self.streams.watches.is_empty() {
             self.publish_to_watches();
         }
     }

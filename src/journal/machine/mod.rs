@@ -29,15 +29,8 @@ use crate::journal::state_machine::{
 use crate::journal::storage::StorageError;
 use crate::proto::{ExitCode, Record};
 use apply::Change;
-use entry::{validate_entry, Command, ConfigEntry, TAG_COMMAND, TAG_RAW};
+use entry::{validate_entry, Command, TAG_COMMAND, TAG_RAW};
 use tables::sql_err;
-
-/// One applied configuration entry, for `watch`.
-#[derive(Debug, Clone)]
-pub struct Applied {
-    pub entry: ConfigEntry,
-    pub summary: String,
-}
 
 #[derive(Debug, Default)]
 pub struct ConfigMachine {
@@ -45,8 +38,9 @@ pub struct ConfigMachine {
     /// What applied entries changed, for subscriptions (drained by the
     /// daemon after each committed batch).
     changes: Vec<(u64, Change)>,
-    /// Entries applied since the last drain, for watchers.
-    applied: Vec<Applied>,
+    /// A configuration entry was applied since the last drain (watchers
+    /// read the new entries from the table).
+    applied: bool,
     /// A restore replaced everything: every subscription must refresh.
     pub refresh_all: bool,
 }
@@ -60,8 +54,9 @@ impl ConfigMachine {
         self.next_seq
     }
 
-    /// Changes and entries of the batches committed since the last call.
-    pub fn take_changes(&mut self) -> (Vec<(u64, Change)>, Vec<Applied>) {
+    /// Changes of the batches committed since the last call, and whether
+    /// they applied any configuration entry.
+    pub fn take_changes(&mut self) -> (Vec<(u64, Change)>, bool) {
         (
             std::mem::take(&mut self.changes),
             std::mem::take(&mut self.applied),
@@ -90,7 +85,7 @@ impl StateMachine for ConfigMachine {
         self.next_seq = stored_next_seq(conn)?;
         // Whatever was pending belonged to a batch that did not commit.
         self.changes.clear();
-        self.applied.clear();
+        self.applied = false;
         Ok(())
     }
 
@@ -131,7 +126,7 @@ impl StateMachine for ConfigMachine {
         };
         let entry = cmd.entry_mut();
         entry.sequence = seq;
-        let entry = entry.clone();
+        let entry = &*entry;
         insert_entry(tx, seq, e.index, e.data)?;
         tx.prepare_cached(
             "INSERT INTO config_entries (seq, entry_type, scope, timestamp, principal, role, summary, entry) \
@@ -146,13 +141,13 @@ impl StateMachine for ConfigMachine {
                 entry.author.principal,
                 entry.author.role,
                 summary,
-                serde_json::to_string(&entry).unwrap_or_default()
+                serde_json::to_string(entry).unwrap_or_default()
             ])
         })
         .map_err(sql_err("record a configuration entry"))?;
         self.next_seq += 1;
         self.changes.extend(changes.into_iter().map(|c| (seq, c)));
-        self.applied.push(Applied { entry, summary });
+        self.applied = true;
         Ok(ApplyOutcome::Applied(rec))
     }
 
@@ -185,7 +180,7 @@ impl StateMachine for ConfigMachine {
             }
         }
         self.changes.clear();
-        self.applied.clear();
+        self.applied = false;
         self.refresh_all = true;
         Ok(())
     }
