@@ -171,17 +171,7 @@ impl Agent {
                 });
                 let want_running = verb != "stop";
                 // A restart's stop and start both came: count from before it.
-                let seen =
-                    self.sup.get(name).map_or(
-                        0,
-                        |r| {
-                            if want_running {
-                                r.readies
-                            } else {
-                                r.stops
-                            }
-                        },
-                    );
+                let seen = self.sup.get(name).map_or(0, |r| r.arrivals(want_running));
                 self.waiters.push(Waiter {
                     token: t,
                     service: name.to_string(),
@@ -221,11 +211,7 @@ impl Agent {
                         matches!(r.state, State::Stopped | State::Failed) && !r.scope_busy
                     };
                     // Reached, though another request moved it on since.
-                    let passed = if w.want_running {
-                        r.readies > w.seen
-                    } else {
-                        r.stops > w.seen
-                    };
+                    let passed = r.arrivals(w.want_running) > w.seen;
                     if now_there || passed {
                         let state = match (now_there, w.want_running) {
                             (true, _) => r.state.as_str(),

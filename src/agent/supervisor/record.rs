@@ -178,6 +178,16 @@ impl Record {
         }
     }
 
+    /// How often it has reached the state a request waits for: running
+    /// (`readies`) or stopped (`stops`).
+    pub fn arrivals(&self, running: bool) -> u32 {
+        if running {
+            self.readies
+        } else {
+            self.stops
+        }
+    }
+
     /// Restarts so far (every spawn after the first).
     pub fn restarts(&self) -> u32 {
         self.spawns.saturating_sub(1)
