@@ -362,10 +362,9 @@ pub fn delta_expiry_as_of(
         .and_then(|e| e.ttl_seconds.map(|t| e.timestamp + u64::from(t) * 1000)))
 }
 
+/// The node's vCluster.
 pub fn assignment(conn: &Connection, node: &str) -> Result<Option<String>, StorageError> {
-    conn.prepare_cached("SELECT vcluster FROM node_assignments WHERE node = ?1")
-        .and_then(|mut st| st.query_row(params![node], |r| r.get(0)).optional())
-        .map_err(sql_err("read an assignment"))
+    Ok(assignment_since(conn, node)?.map(|(vcluster, _)| vcluster))
 }
 
 pub fn assign(
